@@ -1,0 +1,204 @@
+"""Load and validate ``params.yaml`` in one place.
+
+Every key is checked against the schema below (groups ``teacher``, ``student``, ``training``, ...), every
+``data.<name>`` entry against ``DATASET_SCHEMA``, and every ``methods.<name>`` group against the registered
+method's constructor. Any problem is a ``ConfigError`` whose one-line message names the key, what is wrong and
+the nearest valid choice.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad parameter; the message is one line naming the key and the fix."""
+
+
+def _nearest(name: str, choices) -> str:
+    close = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(sorted(choices))})"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One scalar parameter: its type, optional range or choices, and whether null is allowed."""
+
+    kind: type | tuple
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+    nullable: bool = False
+    positive: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    def validate(self, key: str, value: Any) -> None:
+        if value is None:
+            if self.nullable:
+                return
+            raise ConfigError(f"{key} must not be null")
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(f"{key} must be {_kind_name(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{key} must be {_kind_name(kinds)}, got {value!r} ({type(value).__name__})")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{key} = {value!r} is not valid{_nearest(value, self.choices)}")
+        if self.positive and value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value!r}")
+        if self.min is not None and value < self.min:
+            raise ConfigError(f"{key} must be >= {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise ConfigError(f"{key} must be <= {self.max}, got {value!r}")
+        if self.check is not None and (problem := self.check(value)):
+            raise ConfigError(f"{key} {problem}")
+
+
+def _kind_name(kinds) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _models_check(value: str) -> str | None:
+    from distillery.models import available_models
+
+    models = available_models()
+    return None if value in models else f"= {value!r} is not a known model{_nearest(value, models)}"
+
+
+NUM, POS_NUM, NONNEG = Field(float), Field(float, positive=True), Field(float, min=0)
+POS_INT, NONNEG_INT = Field(int, min=1), Field(int, min=0)
+MODEL = Field(str, check=_models_check)
+PROB = Field(float, min=0.0, max=1.0)
+MINING = Field(str, choices=("batch_hard", "batch_soft"))
+
+VIEW_SCHEMA = {"model": MODEL, "pretrained": Field(bool), "embedding_dim": POS_INT, "resolution": Field(int, min=8),
+               "padding": NONNEG_INT, "erase_prob": PROB}
+RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM, "warmup_epochs": NONNEG_INT, "cosine_start": NONNEG_INT,
+                 "weight_decay": NONNEG, "momentum": Field(float, min=0.0, max=1.0),
+                 "ids_per_batch": Field(int, min=2), "samples_per_id": POS_INT, "label_smoothing": PROB,
+                 "triplet_margin": Field(float, min=0.0, nullable=True), "triplet_mining": MINING}
+DATASET_SCHEMA = {
+    "reader": Field(str), "root": Field(str), "task": Field(str, choices=("retrieval", "classification")),
+    "reader_options": Field(dict), "channels": Field(int, choices=(1, 3)), "store_size": Field(int, min=8, nullable=True),
+    "max_train_per_class": Field(int, min=1, nullable=True), "max_test_per_class": Field(int, min=1, nullable=True),
+    "on_bad_image": Field(str, choices=("fail", "skip")), "mean": Field(list), "std": Field(list),
+}
+SCHEMA: dict[str, Any] = {
+    "dataset": Field(str), "method": Field(str), "seed": NONNEG_INT, "deterministic": Field(bool),
+    "data": "datasets", "methods": "methods",
+    "teacher": {**VIEW_SCHEMA, **RECIPE_SCHEMA},
+    "student": VIEW_SCHEMA,
+    "training": {**{k: v for k, v in RECIPE_SCHEMA.items()}, "kd_batch_size": Field(int, min=2),
+                 "ce_weight": NONNEG, "triplet_weight": NONNEG, "grad_clip": Field(float, positive=True, nullable=True),
+                 "device": Field(str, choices=("auto", "cpu", "cuda")), "threads": POS_INT},
+    "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool)},
+    "whitening": {"out_dim": Field(int, min=1, nullable=True), "eigenvalue_floor": Field(float, min=0.0)},
+    "benchmark": {"datasets": Field(list), "methods": Field(list)},
+}
+REQUIRED_TOP = ("dataset", "method", "seed", "data", "teacher", "student", "training", "evaluation", "methods",
+                "benchmark")
+
+
+def _check_group(prefix: str, group: Any, schema: dict) -> None:
+    if not isinstance(group, dict):
+        raise ConfigError(f"{prefix} must be a mapping of {', '.join(schema)}")
+    for key, value in group.items():
+        if key not in schema:
+            raise ConfigError(f"unknown parameter {prefix}.{key}{_nearest(key, schema)}")
+        spec = schema[key]
+        if isinstance(spec, dict):
+            _check_group(f"{prefix}.{key}", value, spec)
+        else:
+            spec.validate(f"{prefix}.{key}", value)
+    missing = [k for k in schema if k not in group and not (isinstance(schema[k], Field) and schema[k].nullable)]
+    if missing:
+        raise ConfigError(f"{prefix} is missing {', '.join(missing)}")
+
+
+def _check_datasets(data: Any) -> None:
+    from distillery.data import available_datasets
+
+    if not isinstance(data, dict) or not data:
+        raise ConfigError("data must map dataset names to their settings")
+    readers = available_datasets()
+    for name, entry in data.items():
+        _check_group(f"data.{name}", entry, DATASET_SCHEMA)
+        if entry["reader"] not in readers:
+            raise ConfigError(f"data.{name}.reader = {entry['reader']!r} is not a known dataset{_nearest(entry['reader'], readers)}")
+
+
+def _check_methods(methods: Any) -> None:
+    from distillery.losses.registry import available_methods, method_hyperparameters
+
+    if not isinstance(methods, dict):
+        raise ConfigError("methods must map method names to their hyper-parameters")
+    registered = available_methods()
+    for name, hyper in methods.items():
+        if name not in registered:
+            raise ConfigError(f"methods.{name}: unknown method{_nearest(name, registered)}")
+        valid = method_hyperparameters(name)
+        for key, value in (hyper or {}).items():
+            if key not in valid:
+                raise ConfigError(f"unknown parameter methods.{name}.{key}{_nearest(key, valid)}")
+            default = valid[key]
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                Field(float if isinstance(default, float) else int).validate(f"methods.{name}.{key}", value)
+                if key == "kd_weight" and value < 0:
+                    raise ConfigError(f"methods.{name}.kd_weight must be >= 0, got {value!r}")
+            elif isinstance(default, bool):
+                Field(bool).validate(f"methods.{name}.{key}", value)
+
+
+def validate(params: dict) -> dict:
+    """Check a parsed params dict; returns it unchanged or raises ConfigError (one line)."""
+    if not isinstance(params, dict):
+        raise ConfigError("params.yaml must be a mapping")
+    for key in params:
+        if key not in SCHEMA:
+            raise ConfigError(f"unknown parameter {key}{_nearest(key, SCHEMA)}")
+    for key in REQUIRED_TOP:
+        if key not in params:
+            raise ConfigError(f"params.yaml is missing the top-level key {key!r}")
+    for key, spec in SCHEMA.items():
+        if key not in params:
+            continue
+        if spec == "datasets":
+            _check_datasets(params[key])
+        elif spec == "methods":
+            _check_methods(params[key])
+        elif isinstance(spec, dict):
+            _check_group(key, params[key], spec)
+        else:
+            spec.validate(key, params[key])
+    bench = params["benchmark"]
+    for name in bench["datasets"] + [params["dataset"]]:
+        if name not in params["data"]:
+            raise ConfigError(f"dataset {name!r} has no entry under data{_nearest(name, params['data'])}")
+    for name in bench["methods"] + [params["method"]]:
+        if name not in params["methods"]:
+            raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
+    if params["dataset"] not in bench["datasets"]:
+        raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets; add it "
+                          f"(e.g. -S 'benchmark.datasets=[{params['dataset']}]') so its teacher stages exist")
+    return params
+
+
+def load_params(path="params.yaml") -> dict:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} not found; run from the repository root or pass --params")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return validate(params)

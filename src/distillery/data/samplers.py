@@ -1,0 +1,45 @@
+"""Batch samplers: the P x K identity sampler (D3still RandomIdentitySampler) and a plain shuffled batcher."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+
+def identity_batches(labels: np.ndarray, p: int, k: int, *, seed: int, epoch: int) -> list[np.ndarray]:
+    """P x K batches of positions into ``labels`` for one epoch.
+
+    D3still's algorithm: each identity's positions are shuffled (identities with fewer than K items are
+    sampled with replacement up to K) and cut into chunks of K (remainder dropped); then P identities that
+    still have chunks are drawn at random, repeatedly, until fewer than P identities remain. Seeded by
+    (seed, epoch). Every batch has exactly P distinct identities with K items each.
+    """
+    if p < 2 or k < 1:
+        raise ValueError(f"identity sampler needs P >= 2 and K >= 1, got P={p}, K={k}")
+    rng = np.random.default_rng([seed, epoch, 7919])
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for pos, label in enumerate(labels):
+        by_label[int(label)].append(pos)
+    if len(by_label) < p:
+        raise ValueError(f"identity sampler needs at least P={p} classes, the split has {len(by_label)}; "
+                         f"lower training.ids_per_batch")
+    chunks: dict[int, list[np.ndarray]] = {}
+    for label in sorted(by_label):
+        pos = np.array(by_label[label])
+        pos = rng.choice(pos, size=k, replace=True) if len(pos) < k else rng.permutation(pos)
+        chunks[label] = [pos[i:i + k] for i in range(0, len(pos) - k + 1, k)]
+    batches = []
+    available = [label for label in sorted(chunks) if chunks[label]]
+    while len(available) >= p:
+        chosen = rng.choice(available, size=p, replace=False)
+        batches.append(np.concatenate([chunks[int(c)].pop() for c in chosen]))
+        available = [label for label in available if chunks[label]]
+    return batches
+
+
+def shuffled_batches(n: int, batch_size: int, *, seed: int, epoch: int, drop_last: bool = True) -> list[np.ndarray]:
+    """A seeded permutation of range(n) cut into batches (the KD loader: shuffle, drop_last)."""
+    order = np.random.default_rng([seed, epoch, 104729]).permutation(n)
+    stop = (n // batch_size) * batch_size if drop_last else n
+    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]

@@ -1,0 +1,1 @@
+"""Training engine: seeding and devices, schedules, atomic checkpoints, the training loop, embedding."""

@@ -1,0 +1,82 @@
+"""Build the pieces of an experiment (views, networks, data, paths) from validated params."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distillery.data.cache import PreparedDataset
+from distillery.data.transforms import ViewSpec, eval_view
+from distillery.engine.trainer import TrainData
+from distillery.models import build_model
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where every stage writes (all DVC outputs, see dvc.yaml)."""
+
+    root: Path = Path(".")
+
+    def prepared(self, ds: str) -> Path:
+        return self.root / "data" / "prepared" / ds
+
+    def teacher(self, ds: str) -> Path:
+        return self.root / "artifacts" / ds / "teacher.pt"
+
+    def gallery(self, ds: str) -> Path:
+        return self.root / "artifacts" / ds / "gallery"
+
+    def whitening(self, ds: str) -> Path:
+        return self.root / "artifacts" / ds / "whitening.pt"
+
+    def student(self, cell: str) -> Path:
+        return self.root / "artifacts" / "students" / f"{cell}.pt"
+
+    def metrics(self, name: str) -> Path:
+        return self.root / "metrics" / f"{name}.json"
+
+    def train_log(self, name: str) -> Path:
+        return self.root / "metrics" / "train_logs" / f"{name}.csv"
+
+    def resume(self, name: str) -> Path:
+        return self.root / "checkpoints" / f"{name}.pt"
+
+
+def view_spec(group: dict, data_cfg: dict, train: bool) -> ViewSpec:
+    """The ViewSpec of a network group (``teacher`` / ``student``) on dataset ``data_cfg``."""
+    return ViewSpec(resolution=group["resolution"], mean=tuple(data_cfg["mean"]), std=tuple(data_cfg["std"]),
+                    padding=group["padding"] if train else 0, erase_prob=group["erase_prob"] if train else 0.0)
+
+
+def build_network(group: dict, num_classes: int, channels: int) -> torch.nn.Module:
+    """A backbone + head from a ``teacher``/``student`` params group."""
+    return build_model(group["model"], pretrained=group["pretrained"], embedding_dim=group["embedding_dim"],
+                       num_classes=num_classes, in_channels=channels)
+
+
+def train_data(prepared: PreparedDataset) -> TrainData:
+    rows = prepared.rows("train")
+    return TrainData.from_split(prepared.images, rows, prepared.labels(rows))
+
+
+def eval_rows(prepared: PreparedDataset) -> dict[str, np.ndarray]:
+    """Query and gallery rows: ``test`` for both (query = gallery, exclude self) or ``query``/``gallery``."""
+    if len(prepared.rows("query")):
+        return {"query": prepared.rows("query"), "gallery": prepared.rows("gallery")}
+    rows = prepared.rows("test")
+    return {"query": rows, "gallery": rows}
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, spec: ViewSpec, *, batch_size: int = 512,
+          device=torch.device("cpu"), field: str = "embedding") -> np.ndarray:
+    """``field`` of ``model`` for ``images[rows]`` at the test view, as an N x D float32 array (eval mode)."""
+    model.eval().to(device)
+    chunks = []
+    for start in range(0, len(rows), batch_size):
+        x = eval_view(images[rows[start:start + batch_size]], spec).to(device)
+        chunks.append(getattr(model(x), field).float().cpu())
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)

@@ -1,0 +1,62 @@
+"""Small VGG-style convnets for the embedded (Fashion-MNIST) benchmark: fast on a 2-core CPU.
+
+Three stages of (conv3x3-BN-ReLU) x depth, each followed by 2x2 max-pooling except the last; global average
+pooling gives ``pooled``; the D3still ClassBlock gives the ``embedding`` and ``logits``. Input: B x C x H x W
+with H, W >= 8 (14 and 28 px in the embedded benchmark).
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from torch import Tensor
+
+from distillery.models.heads import ClassBlock
+from distillery.models.output import ModelOutput
+from distillery.models.registry import register_model
+
+
+def _stage(c_in: int, c_out: int, depth: int) -> nn.Sequential:
+    layers = []
+    for i in range(depth):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class ConvNet(nn.Module):
+    def __init__(self, widths=(16, 32, 64), depth: int = 1, in_channels: int = 1, embedding_dim: int = 64,
+                 num_classes: int = 0, pretrained: bool = False):
+        super().__init__()
+        if pretrained:
+            raise ValueError("the embedded convnets have no pretrained weights; set pretrained: false")
+        self.stages = nn.ModuleList()
+        c_in = in_channels
+        for width in widths:
+            self.stages.append(_stage(c_in, width, depth))
+            c_in = width
+        self.pool = nn.MaxPool2d(2)
+        self.head = ClassBlock(c_in, embedding_dim, num_classes)
+        for m in self.stages.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x if i == 0 else self.pool(x))
+            feats.append(x)
+        pooled = x.mean(dim=(2, 3))
+        embedding, logits = self.head(pooled)
+        return ModelOutput(feats=feats, pooled=pooled, embedding=embedding, logits=logits)
+
+
+@register_model("convnet_s")
+def convnet_s(**kwargs) -> ConvNet:
+    """Student: widths 16-32-64, one conv per stage (~25k parameters)."""
+    return ConvNet(widths=(16, 32, 64), depth=1, **kwargs)
+
+
+@register_model("convnet_m")
+def convnet_m(**kwargs) -> ConvNet:
+    """Teacher: widths 32-64-128, two convs per stage (~290k parameters)."""
+    return ConvNet(widths=(32, 64, 128), depth=2, **kwargs)
