@@ -4,6 +4,9 @@ The functions are implemented next to their source codebase in ``distillery.loss
 re-exported here, which is the public, contract-checked import path.
 """
 
-from distillery.losses.math._placeholder import fitnet_loss, kd_loss, pkt_loss, rkd_loss, triplet_loss
+from distillery.losses.math._placeholder import kd_loss
+from distillery.losses.math.d3still import (cc_loss, csd_loss, d3still_loss, fitnet_loss, pkt_loss, raml_loss,
+                                            rkd_loss, rop_loss, triplet_loss, ugd_loss)
 
-__all__ = ["fitnet_loss", "kd_loss", "pkt_loss", "rkd_loss", "triplet_loss"]
+__all__ = ["cc_loss", "csd_loss", "d3still_loss", "fitnet_loss", "kd_loss", "pkt_loss", "raml_loss", "rkd_loss",
+           "rop_loss", "triplet_loss", "ugd_loss"]
