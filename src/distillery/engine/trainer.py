@@ -186,7 +186,7 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
             optimizer.step()
             for k, v in {"loss": loss, **terms}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", refresh=False)
             steps_done += 1
             if stop_after_steps is not None and steps_done >= stop_after_steps:
                 raise KeyboardInterrupt(f"stopped after {steps_done} steps (test hook)")

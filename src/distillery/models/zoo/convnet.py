@@ -52,11 +52,11 @@ class ConvNet(nn.Module):
 
 @register_model("convnet_s")
 def convnet_s(**kwargs) -> ConvNet:
-    """Student: widths 16-32-64, one conv per stage (~25k parameters)."""
-    return ConvNet(widths=(16, 32, 64), depth=1, **kwargs)
+    """Student: widths 8-16-32, one conv per stage (~8k parameters with a 64-d embedding)."""
+    return ConvNet(widths=(8, 16, 32), depth=1, **kwargs)
 
 
 @register_model("convnet_m")
 def convnet_m(**kwargs) -> ConvNet:
-    """Teacher: widths 32-64-128, two convs per stage (~290k parameters)."""
-    return ConvNet(widths=(32, 64, 128), depth=2, **kwargs)
+    """Teacher: widths 16-32-64, two convs per stage (~77k parameters with a 64-d embedding)."""
+    return ConvNet(widths=(16, 32, 64), depth=2, **kwargs)

@@ -1,0 +1,176 @@
+"""What each DVC stage does, as plain functions of the validated params (the scripts in stages/ only parse
+arguments and call these)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+
+import numpy as np
+import torch
+
+from distillery.data.cache import PreparedDataset, prepare_dataset
+from distillery.engine.checkpoint import file_sha256, load_model_weights, save_checkpoint
+from distillery.engine.experiment import Paths, build_network, embed, eval_rows, train_data, view_spec
+from distillery.engine.runtime import setup_runtime
+from distillery.engine.trainer import Recipe, train
+from distillery.evaluation import retrieval_metrics
+from distillery.losses import build_method
+from distillery.utils.io import atomic_dir, atomic_path, write_json
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _write_train_log(path, history: list[dict]) -> None:
+    keys = sorted({k for record in history for k in record}, key=lambda k: (k != "epoch", k))
+    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _runtime(params: dict) -> torch.device:
+    t = params["training"]
+    return setup_runtime(params["seed"], params.get("deterministic", True), t["threads"], t["device"])
+
+
+def prepare(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True) -> dict:
+    """Stage prepare@<ds>: decode the dataset once into the uint8 cache."""
+    cfg = params["data"][ds]
+    meta = prepare_dataset(cfg["reader"], cfg["root"], paths.prepared(ds), store_size=cfg["store_size"],
+                           channels=cfg["channels"], on_bad_image=cfg["on_bad_image"],
+                           reader_options=cfg["reader_options"], progress=progress,
+                           max_per_class={"train": cfg["max_train_per_class"], "test": cfg["max_test_per_class"]})
+    return meta
+
+
+def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True) -> dict:
+    """Stage teacher@<ds>: train the gallery network (CE + triplet); write its checkpoint and metrics."""
+    device = _runtime(params)
+    cfg, group = params["data"][ds], params["teacher"]
+    prepared = PreparedDataset(paths.prepared(ds))
+    data = train_data(prepared)
+    model = build_network(group, data.num_classes, cfg["channels"])
+    view = view_spec(group, cfg, train=True)
+    run_id = f"teacher-{ds}-{_fingerprint(params['seed'], group, cfg, prepared.meta)}"
+    result = train(model, data, Recipe.from_params(group), view, seed=params["seed"], device=device,
+                   checkpoint_path=paths.resume(run_id), progress=progress, desc=f"teacher {ds}")
+    save_checkpoint(paths.teacher(ds), {"model": model.state_dict(), "architecture": group,
+                                        "num_classes": data.num_classes, "history": result.history})
+    _write_train_log(paths.train_log(f"teacher-{ds}"), result.history)
+    rows = eval_rows(prepared)
+    test_view = view_spec(group, cfg, train=False)
+    q = embed(model, prepared.images, rows["query"], test_view, device=device)
+    g = q if rows["query"] is rows["gallery"] else embed(model, prepared.images, rows["gallery"], test_view, device=device)
+    metrics = retrieval_metrics(q, prepared.labels(rows["query"]), g, prepared.labels(rows["gallery"]),
+                                exclude_self=rows["query"] is rows["gallery"], ks=params["evaluation"]["ks"])
+    metrics.update(train_seconds=round(result.seconds, 2), epochs=group["epochs"])
+    write_json(paths.metrics(f"teacher-{ds}"), metrics)
+    paths.resume(run_id).unlink(missing_ok=True)
+    return metrics
+
+
+def load_teacher(params: dict, ds: str, paths: Paths = Paths()) -> torch.nn.Module:
+    """The trained teacher of ``ds`` as configured in params (strict load; a clear error if it does not fit)."""
+    state = torch.load(paths.teacher(ds), map_location="cpu", weights_only=False)
+    model = build_network(params["teacher"], state["num_classes"], params["data"][ds]["channels"])
+    load_model_weights(model, paths.teacher(ds), what="teacher")
+    return model.eval()
+
+
+def gallery(params: dict, ds: str, paths: Paths = Paths()) -> dict:
+    """Stage gallery@<ds>: teacher embeddings of the train images and of the gallery images."""
+    device = _runtime(params)
+    cfg = params["data"][ds]
+    prepared = PreparedDataset(paths.prepared(ds))
+    teacher = load_teacher(params, ds, paths)
+    spec = view_spec(params["teacher"], cfg, train=False)
+    batch = params["evaluation"]["batch_size"]
+    with atomic_dir(paths.gallery(ds)) as tmp:
+        train_rows = prepared.rows("train")
+        np.save(tmp / "train.npy", embed(teacher, prepared.images, train_rows, spec, batch_size=batch, device=device))
+        np.save(tmp / "gallery.npy", embed(teacher, prepared.images, eval_rows(prepared)["gallery"], spec,
+                                           batch_size=batch, device=device))
+        meta = {"teacher_sha256": file_sha256(paths.teacher(ds)), "n_train": int(len(train_rows))}
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def whitening(params: dict, ds: str, paths: Paths = Paths()) -> dict:
+    """Stage whitening@<ds>: PCA-whitening fitted on the teacher's training embeddings."""
+    from distillery.models.whitening import fit_pca_whitening
+
+    train_emb = torch.from_numpy(np.load(paths.gallery(ds) / "train.npy"))
+    cfg = params["whitening"]
+    white = fit_pca_whitening(train_emb, out_dim=cfg["out_dim"], eps=cfg["eigenvalue_floor"])
+    white.save(paths.whitening(ds))
+    return {"in_dim": int(train_emb.shape[1]), "out_dim": int(white.projection.shape[1])}
+
+
+def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(), progress: bool = True) -> dict:
+    """Train the student of ``method`` against the teacher of ``ds``; writes ``paths.student(cell)``."""
+    device = _runtime(params)
+    cfg, group = params["data"][ds], params["student"]
+    prepared = PreparedDataset(paths.prepared(ds))
+    data = train_data(prepared)
+    student = build_network(group, data.num_classes, cfg["channels"])
+    distiller = build_method(method, **(params["methods"][method] or {}))
+    teacher = load_teacher(params, ds, paths) if distiller.uses_teacher else None
+    recipe = Recipe.from_params(params["training"])
+    run_id = f"student-{cell}-{_fingerprint(params['seed'], group, params['training'], cfg, method, params['methods'][method], prepared.meta)}"
+    t0 = time.perf_counter()
+    result = train(student, data, recipe, view_spec(group, cfg, train=True), seed=params["seed"],
+                   distiller=distiller, teacher=teacher, view_t=view_spec(params["teacher"], cfg, train=True),
+                   device=device, checkpoint_path=paths.resume(run_id), progress=progress, desc=f"{method} {ds}")
+    save_checkpoint(paths.student(cell), {"model": student.state_dict(), "architecture": group, "method": method,
+                                          "num_classes": data.num_classes, "history": result.history})
+    _write_train_log(paths.train_log(cell), result.history)
+    paths.resume(run_id).unlink(missing_ok=True)
+    return {"train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
+            "effective_batch_size": recipe.ids_per_batch * recipe.samples_per_id}
+
+
+def evaluate(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(), extra: dict | None = None) -> dict:
+    """Flat numeric metrics: ``asym_*`` (student queries vs teacher gallery; for methods without a teacher the
+    gallery is the student's own, as D3still's Vanilla) and ``sym_*`` (student vs student), plus ``extra``."""
+    device = _runtime(params)
+    cfg, group = params["data"][ds], params["student"]
+    prepared = PreparedDataset(paths.prepared(ds))
+    state = torch.load(paths.student(cell), map_location="cpu", weights_only=False)
+    student = build_network(group, state["num_classes"], cfg["channels"])
+    load_model_weights(student, paths.student(cell), what="student")
+    rows = eval_rows(prepared)
+    same = rows["query"] is rows["gallery"]
+    spec = view_spec(group, cfg, train=False)
+    batch, ks = params["evaluation"]["batch_size"], params["evaluation"]["ks"]
+    q = embed(student, prepared.images, rows["query"], spec, batch_size=batch, device=device)
+    g_student = q if same else embed(student, prepared.images, rows["gallery"], spec, batch_size=batch, device=device)
+    uses_teacher = build_method(method, **(params["methods"][method] or {})).uses_teacher
+    g_teacher = np.load(paths.gallery(ds) / "gallery.npy") if uses_teacher else g_student
+    if params["evaluation"]["whitening"]:
+        from distillery.models.whitening import PCAWhitening
+
+        white = PCAWhitening.load(paths.whitening(ds))
+        q, g_student, g_teacher = (white.apply(torch.from_numpy(a)).numpy() for a in (q, g_student, g_teacher))
+    ql, gl = prepared.labels(rows["query"]), prepared.labels(rows["gallery"])
+    metrics = {}
+    if q.shape[1] == g_teacher.shape[1]:
+        asym = retrieval_metrics(q, ql, g_teacher, gl, exclude_self=same, ks=ks)
+    else:  # a student in another space than the teacher cannot query its gallery
+        asym = {"map": float("nan"), **{f"recall_at_{k}": float("nan") for k in ks}}
+    sym = retrieval_metrics(q, ql, g_student, gl, exclude_self=same, ks=ks)
+    metrics.update({f"asym_{k}": round(v, 4) for k, v in asym.items() if isinstance(v, float)})
+    metrics.update({f"sym_{k}": round(v, 4) for k, v in sym.items() if isinstance(v, float)})
+    metrics.update(extra or {})
+    return metrics
+
+
+def provenance(params: dict, ds: str, method: str, paths: Paths = Paths()) -> dict:
+    """Where a result comes from: dataset, method, its hyper-parameters, seed and the teacher checkpoint hash."""
+    return {"dataset": ds, "method": method, "method_params": params["methods"][method] or {}, "seed": params["seed"],
+            "teacher": params["teacher"]["model"], "student": params["student"]["model"],
+            "teacher_sha256": file_sha256(paths.teacher(ds)) if paths.teacher(ds).exists() else None}

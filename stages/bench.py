@@ -1,0 +1,21 @@
+"""DVC stage bench@<dataset>-<method>: distill and evaluate one cell of the benchmark matrix."""
+
+from distillery.cli import run_stage, stage_parser
+from distillery.engine import steps
+from distillery.utils.io import write_json
+
+parser = stage_parser(__doc__)
+parser.add_argument("--dataset", required=True, help="a key of params.yaml `data`")
+parser.add_argument("--method", required=True, help="a key of params.yaml `methods`")
+
+
+def main(args, params):
+    cell = f"{args.dataset}-{args.method}"
+    info = steps.distill(params, args.dataset, args.method, cell, progress=not args.no_progress)
+    metrics = steps.evaluate(params, args.dataset, args.method, cell, extra=info)
+    write_json(f"metrics/bench/{cell}.json", {**steps.provenance(params, args.dataset, args.method), **metrics})
+    print(f"{cell}: asymmetric mAP {metrics['asym_map']:.2f}, symmetric mAP {metrics['sym_map']:.2f}")
+
+
+if __name__ == "__main__":
+    run_stage(parser, main)

@@ -1,0 +1,19 @@
+"""DVC stage evaluate: the focus experiment's retrieval metrics (flat numeric JSON, DVC top-level metrics)."""
+
+from distillery.cli import run_stage, stage_parser
+from distillery.engine import steps
+from distillery.utils.io import read_json, write_json
+
+parser = stage_parser(__doc__)
+
+
+def main(args, params):
+    ds, method = params["dataset"], params["method"]
+    metrics = steps.evaluate(params, ds, method, "focus", extra=read_json("metrics/focus_train.json"))
+    write_json("metrics/focus.json", metrics)
+    write_json("metrics/focus_provenance.json", steps.provenance(params, ds, method))
+    print(f"{method} on {ds}: asymmetric mAP {metrics['asym_map']:.2f}, symmetric mAP {metrics['sym_map']:.2f}")
+
+
+if __name__ == "__main__":
+    run_stage(parser, main)
