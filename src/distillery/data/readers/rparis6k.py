@@ -1,0 +1,17 @@
+"""Revisited Paris 6k (``gnd_rparis6k.pkl`` + ``jpg/``); see ``_revisited.read_revisited``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from distillery.data.registry import register_reader
+from distillery.data.readers._revisited import read_revisited
+
+
+@register_reader("rparis6k")
+def read_rparis6k(root: Path) -> pd.DataFrame:
+    """70 queries (split ``query``, with ``bbox``) and 6,322 database images (``gallery``); gnd in
+    ``df.attrs["gnd"]``. Layout and columns as in ``read_revisited``."""
+    return read_revisited(root, "rparis6k")
