@@ -91,6 +91,7 @@ DATASET_SCHEMA = {
     "reader_options": Field(dict), "channels": Field(int, choices=(1, 3)), "store_size": Field(int, min=8, nullable=True),
     "max_train_per_class": Field(int, min=1, nullable=True), "max_test_per_class": Field(int, min=1, nullable=True),
     "on_bad_image": Field(str, choices=("fail", "skip")), "mean": Field(list), "std": Field(list),
+    "paper_setting": Field(str, nullable=True),
 }
 SCHEMA: dict[str, Any] = {
     "dataset": Field(str), "method": Field(str), "seed": NONNEG_INT, "deterministic": Field(bool),
@@ -101,7 +102,8 @@ SCHEMA: dict[str, Any] = {
                  "ce_weight": NONNEG, "triplet_weight": NONNEG, "grad_clip": Field(float, positive=True, nullable=True),
                  "device": Field(str, choices=("auto", "cpu", "cuda")), "threads": POS_INT},
     "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool)},
-    "whitening": {"out_dim": Field(int, min=1, nullable=True), "eigenvalue_floor": Field(float, min=0.0)},
+    "whitening": {"out_dim": Field(int, min=1, nullable=True), "floor_ratio": Field(float, min=0.0),
+                  "power": Field(float, min=0.0)},
     "benchmark": {"datasets": Field(list), "methods": Field(list)},
 }
 REQUIRED_TOP = ("dataset", "method", "seed", "data", "teacher", "student", "training", "evaluation", "methods",

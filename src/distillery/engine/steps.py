@@ -106,9 +106,10 @@ def whitening(params: dict, ds: str, paths: Paths = Paths()) -> dict:
 
     train_emb = torch.from_numpy(np.load(paths.gallery(ds) / "train.npy"))
     cfg = params["whitening"]
-    white = fit_pca_whitening(train_emb, out_dim=cfg["out_dim"], eps=cfg["eigenvalue_floor"])
+    white = fit_pca_whitening(train_emb, out_dim=cfg["out_dim"], whit=cfg["power"], floor_ratio=cfg["floor_ratio"])
     white.save(paths.whitening(ds))
-    return {"in_dim": int(train_emb.shape[1]), "out_dim": int(white.projection.shape[1])}
+    return {"in_dim": white.in_dim, "out_dim": white.out_dim, "n_floored": white.n_floored,
+            "energy_kept": round(white.energy_kept, 6)}
 
 
 def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(), progress: bool = True) -> dict:

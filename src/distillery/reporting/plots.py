@@ -1,0 +1,46 @@
+"""PNG plots for the report: a bar chart per dataset and the training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def bar_chart(results: pd.DataFrame, dataset: str, path) -> None:
+    """Asymmetric and symmetric mAP of every method (and the teacher) on ``dataset``."""
+    rows = results[results["dataset"] == dataset]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 4))
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], rows["asym_map"].astype(float), width=0.4, label="asymmetric mAP (student query, teacher gallery)")
+    ax.bar([i + 0.2 for i in x], rows["sym_map"].astype(float), width=0.4, label="symmetric mAP (student/student)")
+    ax.set_xticks(list(x), rows["method"], rotation=30, ha="right")
+    ax.set_ylabel("mAP (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{dataset}: retrieval mAP by method")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def training_curves(logs: dict[str, pd.DataFrame], path, column: str = "loss") -> None:
+    """``column`` per epoch for every run in ``logs`` (name -> train log with an ``epoch`` column)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, log in logs.items():
+        if column in log:
+            ax.plot(log["epoch"], log[column], marker="o", markersize=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"training {column}")
+    ax.set_yscale("log")
+    ax.set_title(f"training {column} per epoch")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(Path(path), dpi=110)
+    plt.close(fig)

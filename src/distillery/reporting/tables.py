@@ -1,0 +1,79 @@
+"""The benchmark table (methods x datasets), built from the metrics JSON files only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = [("asym_map", "asym mAP"), ("asym_recall_at_1", "asym R@1"), ("sym_map", "sym mAP"),
+           ("sym_recall_at_1", "sym R@1")]
+
+
+def collect_results(metrics_dir, datasets: list[str], methods: list[str]) -> pd.DataFrame:
+    """One row per (dataset, method) cell of the benchmark plus one ``teacher`` row per dataset.
+
+    Reads ``metrics/bench/<ds>-<method>.json`` and ``metrics/teacher-<ds>.json``; a missing cell is a
+    FileNotFoundError naming the stage that writes it.
+    """
+    metrics_dir = Path(metrics_dir)
+    rows = []
+    for ds in datasets:
+        teacher_file = metrics_dir / f"teacher-{ds}.json"
+        if not teacher_file.is_file():
+            raise FileNotFoundError(f"{teacher_file} is missing; run `dvc repro teacher@{ds}`")
+        t = json.loads(teacher_file.read_text())
+        rows.append({"dataset": ds, "method": "teacher", "asym_map": t["map"], "asym_recall_at_1": t["recall_at_1"],
+                     "sym_map": t["map"], "sym_recall_at_1": t["recall_at_1"], "train_seconds": t.get("train_seconds")})
+        for method in methods:
+            cell = metrics_dir / "bench" / f"{ds}-{method}.json"
+            if not cell.is_file():
+                raise FileNotFoundError(f"{cell} is missing; run `dvc repro bench@{ds}-{method}`")
+            m = json.loads(cell.read_text())
+            rows.append({"dataset": ds, "method": method, **{k: m.get(k) for k, _ in COLUMNS},
+                         "train_seconds": m.get("train_seconds"), "teacher_sha256": m.get("teacher_sha256"),
+                         "seed": m.get("seed")})
+    return pd.DataFrame(rows)
+
+
+def attach_paper_numbers(results: pd.DataFrame, paper: dict, settings: dict[str, str | None]) -> pd.DataFrame:
+    """Add ``paper_map`` / ``paper_r1`` where the seeds publish a number for the same dataset, setting, method."""
+    out = results.copy()
+    out["paper_map"], out["paper_r1"] = None, None
+    for i, row in out.iterrows():
+        setting = settings.get(row["dataset"])
+        number = ((paper.get(row["dataset"]) or {}).get(setting) or {}).get(row["method"]) if setting else None
+        if number:
+            out.at[i, "paper_map"], out.at[i, "paper_r1"] = number.get("map"), number.get("r1")
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
+
+
+def markdown_table(results: pd.DataFrame) -> str:
+    """Rows = methods, column groups = datasets (asym/sym mAP and R@1, paper mAP/R@1 where published)."""
+    datasets = list(dict.fromkeys(results["dataset"]))
+    methods = list(dict.fromkeys(results["method"]))
+    has_paper = results[["paper_map"]].notna().any().iloc[0] if "paper_map" in results else False
+    header = ["method"]
+    for ds in datasets:
+        header += [f"{ds} {label}" for _, label in COLUMNS]
+        if has_paper:
+            header += [f"{ds} paper mAP", f"{ds} paper R@1"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        cells = [method if method not in ("teacher", "vanilla") else
+                 {"teacher": "teacher (gallery net)", "vanilla": "vanilla (no distillation)"}[method]]
+        for ds in datasets:
+            row = results[(results["dataset"] == ds) & (results["method"] == method)]
+            rec = row.iloc[0].to_dict() if len(row) else {}
+            cells += [_fmt(rec.get(key)) for key, _ in COLUMNS]
+            if has_paper:
+                cells += [_fmt(rec.get("paper_map")), _fmt(rec.get("paper_r1"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
