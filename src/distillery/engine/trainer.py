@@ -129,6 +129,7 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+        distiller.bind_teacher(teacher)
     params = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 

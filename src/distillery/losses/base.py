@@ -33,6 +33,11 @@ class Distiller(nn.Module):
                 raise ValueError(f"method {self.method_name!r} needs equal student and teacher embedding dims, got "
                                  f"{ds} vs {dt}; set student.embedding_dim: {dt} (or use a method with a connector)")
 
+    def bind_teacher(self, teacher: nn.Module) -> None:
+        """Called by the trainer with the frozen teacher (eval mode) after ``setup``, for methods that run part
+        of the teacher themselves (UGD: its head on local features). Keep it out of the submodules, so that
+        it is neither optimised nor saved with the distiller. Default: nothing."""
+
     @property
     def method_name(self) -> str:
         return getattr(self, "registered_name", type(self).__name__.lower())
