@@ -81,7 +81,7 @@ PROB = Field(float, min=0.0, max=1.0)
 MINING = Field(str, choices=("batch_hard", "batch_soft"))
 
 VIEW_SCHEMA = {"model": MODEL, "pretrained": Field(bool), "embedding_dim": POS_INT, "resolution": Field(int, min=8),
-               "padding": NONNEG_INT, "erase_prob": PROB}
+               "padding": NONNEG_INT, "erase_prob": PROB, "model_options": Field(dict, nullable=True)}
 RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM, "warmup_epochs": NONNEG_INT, "cosine_start": NONNEG_INT,
                  "weight_decay": NONNEG, "momentum": Field(float, min=0.0, max=1.0),
                  "ids_per_batch": Field(int, min=2), "samples_per_id": POS_INT, "label_smoothing": PROB,

@@ -19,7 +19,7 @@ from distillery.losses import functional
 from distillery.losses.methods.ugd import grid_features
 from distillery.losses.registry import available_methods, build_method, method_hyperparameters
 from distillery.models import ModelOutput, build_model
-from distillery.models.heads import ClassBlock
+from distillery.models.heads import RetrievalHead
 from distillery.models.shapes import probe_shapes
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
@@ -37,7 +37,7 @@ def _nets():
     teacher = build_model("convnet_m", embedding_dim=64, num_classes=5, in_channels=1).eval()
     with torch.no_grad():
         for net in (student, teacher):
-            net.head.classifier.weight.normal_(0.0, 0.2)
+            net.fc.classifier.weight.normal_(0.0, 0.2)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return student, teacher
@@ -53,7 +53,7 @@ def problem():
     with torch.no_grad():
         out_t = teacher(x_t)
     return {"x_s": x_s, "out_t": out_t, "target": torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]),
-            "shapes_s": probe_shapes(student, RES_S, 1), "shapes_t": probe_shapes(teacher, RES_T, 1)}
+            "shapes_s": probe_shapes(student, (1, RES_S, RES_S)), "shapes_t": probe_shapes(teacher, (1, RES_T, RES_T))}
 
 
 def _distiller(name, problem, teacher, **hyper):
@@ -68,7 +68,7 @@ def _ugd_reference(d, s, t, target, teacher, alpha, beta, **_):
     local_s, local_t, logits_t = [], [], []
     for size, projector in zip(d.sizes, d.projectors):
         local_s.append(projector(grid_features(s.feats[d.layer - 1], size)))
-        emb, logits = teacher.head(grid_features(t.feats[-1], size))
+        logits, emb = teacher.fc(grid_features(t.feats[-1], size))
         local_t.append(emb)
         logits_t.append(logits)
     return functional.ugd_loss(s.embedding, t.embedding, local_s, local_t, logits_t, target, alpha=alpha, beta=beta)
@@ -216,7 +216,7 @@ def _ugd_case():
     student = ModelOutput(feats=[rnd(b, 3, 16, 16), rnd(b, 5, 8, 8), rnd(b, c_s, 4, 4)], pooled=rnd(b, c_s),
                           embedding=rnd(b, d))
     teacher = ModelOutput(feats=[rnd(b, c_t, 7, 7)], pooled=rnd(b, c_t), embedding=rnd(b, d))
-    head = ClassBlock(c_t, d, classes)
+    head = RetrievalHead(c_t, classes, d)
     for tensor in list(head.parameters()) + [m for m in head.buffers() if m.dtype.is_floating_point]:
         tensor.data.copy_(rnd(*tensor.shape))
     head.add_block[0].running_var.abs_().add_(0.5)
@@ -233,7 +233,7 @@ def _ugd_case():
 def test_ugd_matches_official_golden_value():
     distiller, student, teacher, head, target = _ugd_case()
     net = torch.nn.Module()
-    net.head = head
+    net.fc = head
     distiller.bind_teacher(net)
     distiller.train()
     loss = distiller(student, teacher, target)["kd"]
@@ -244,7 +244,7 @@ def test_ugd_local_term_only_on_correct_teacher_regions():
     """A 1-class teacher head predicts class 0 everywhere: labels 0 keep every region, labels 1 none."""
     distiller, student, teacher, _, _ = _ugd_case()
     net = torch.nn.Module()
-    net.head = ClassBlock(teacher.feats[0].shape[1], 8, 1).eval()
+    net.fc = RetrievalHead(teacher.feats[0].shape[1], 1, 8).eval()
     distiller.bind_teacher(net)
     f = functional.ugd_loss(student.embedding, teacher.embedding, [], [], [], torch.zeros(4, dtype=torch.long),
                             alpha=2.0, beta=0.0)
@@ -260,7 +260,7 @@ def test_ugd_keeps_the_teacher_head_out_of_its_parameters(problem):
     assert all(k.startswith("projectors.") for k in distiller.state_dict())
     assert {id(p) for p in distiller.parameters()}.isdisjoint(id(p) for p in teacher.parameters())
     distiller.train()
-    assert not teacher.head.training
+    assert not teacher.fc.training
 
 
 def test_ugd_errors(problem):
@@ -292,5 +292,5 @@ def test_trainer_binds_the_teacher(tmp_path):
         train(student, data, recipe, ViewSpec(RES_S, (0.5,), (0.25,)), seed=0, checkpoint_path=tmp_path / "c.pt",
               distiller=distiller, teacher=teacher, view_t=ViewSpec(RES_T, (0.5,), (0.25,)), progress=False,
               stop_after_steps=1)
-    assert distiller._teacher_head is teacher.head
+    assert distiller._teacher_head is teacher.fc
     assert distiller.projectors[0][1].weight.grad is not None

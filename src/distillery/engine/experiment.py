@@ -12,6 +12,7 @@ from distillery.data.cache import PreparedDataset
 from distillery.data.transforms import ViewSpec, eval_view
 from distillery.engine.trainer import TrainData
 from distillery.models import build_model
+from distillery.models.registry import model_arguments
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,19 @@ def view_spec(group: dict, data_cfg: dict, train: bool) -> ViewSpec:
 
 
 def build_network(group: dict, num_classes: int, channels: int) -> torch.nn.Module:
-    """A backbone + head from a ``teacher``/``student`` params group."""
-    return build_model(group["model"], pretrained=group["pretrained"], embedding_dim=group["embedding_dim"],
-                       num_classes=num_classes, in_channels=channels)
+    """A backbone + head from a ``teacher``/``student`` params group.
+
+    Only the options the architecture accepts are passed (CIFAR nets have no ``embedding_dim``); an option
+    that matters but is not accepted (a pretrained request, a 1-channel input for an RGB-only net) is an error.
+    """
+    options = {"pretrained": group["pretrained"], "embedding_dim": group["embedding_dim"], "num_classes": num_classes,
+               "in_channels": channels, **(group.get("model_options") or {})}
+    accepted = model_arguments(group["model"])
+    if "pretrained" not in accepted and options["pretrained"]:
+        raise ValueError(f"model {group['model']!r} has no pretrained weights; set pretrained: false")
+    if "in_channels" not in accepted and channels != 3:
+        raise ValueError(f"model {group['model']!r} takes RGB input; set data.<dataset>.channels: 3")
+    return build_model(group["model"], **{k: v for k, v in options.items() if k in accepted})
 
 
 def train_data(prepared: PreparedDataset) -> TrainData:

@@ -122,8 +122,9 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
     model.to(device)
     if distiller is not None:
         distiller.to(device)
-        shapes_t = probe_shapes(teacher, view_t.resolution, data.images.shape[-1]) if uses_teacher else {}
-        distiller.setup(probe_shapes(model, view_s.resolution, data.images.shape[-1]), shapes_t)
+        channels = data.images.shape[-1]
+        shapes_t = probe_shapes(teacher, (channels, view_t.resolution, view_t.resolution)) if uses_teacher else {}
+        distiller.setup(probe_shapes(model, (channels, view_s.resolution, view_s.resolution)), shapes_t)
         distiller.to(device)
     if uses_teacher:
         teacher.to(device).eval()

@@ -1,4 +1,4 @@
-"""Retrieval head shared by all retrieval backbones (D3still ``ClassBlock``)."""
+"""Retrieval head of D3still's backbones (d3still.md section 4, official ``ClassBlock``)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,32 @@ import torch.nn as nn
 from torch import Tensor
 
 
-class ClassBlock(nn.Module):
-    """pooled (B x C) -> BN1d -> ReLU -> Linear(C, D, no bias) -> BN1d(D) = embedding; Linear(D, classes) = logits.
+class RetrievalHead(nn.Module):
+    """pooled (B x D_in) -> BN1d -> ReLU -> Linear(D_in, D, no bias) -> BN1d = embedding (B x D);
+    embedding -> Linear(D, num_classes, no bias) = logits.
 
-    Init as D3still: Linear layers Kaiming-normal (fan_out), BN weight 1 / bias 0, classifier N(0, 0.001).
-    ``num_classes = 0`` builds no classifier (logits None).
+    Attribute names (``add_block``, ``classifier``) match the official ``ClassBlock`` so checkpoints load.
+    Init: Linear of add_block Kaiming normal (a=0, fan_out); BN weight 1, bias 0; classifier N(0, 0.001).
     """
 
-    def __init__(self, in_dim: int, embedding_dim: int = 512, num_classes: int = 0):
+    def __init__(self, in_dim: int, num_classes: int, embedding_dim: int = 512):
         super().__init__()
-        self.add_block = nn.Sequential(nn.BatchNorm1d(in_dim), nn.ReLU(inplace=True),
-                                       nn.Linear(in_dim, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim))
-        self.classifier = nn.Linear(embedding_dim, num_classes, bias=False) if num_classes else None
-        for m in self.add_block.modules():
+        self.add_block = nn.Sequential(
+            nn.BatchNorm1d(in_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(in_dim, embedding_dim, bias=False),
+            nn.BatchNorm1d(embedding_dim),
+        )
+        for m in self.add_block.modules():  # initialised before the classifier exists (official RNG order)
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out")
             elif isinstance(m, nn.BatchNorm1d):
-                nn.init.constant_(m.weight, 1.0)
-                nn.init.constant_(m.bias, 0.0)
-        if self.classifier is not None:
-            nn.init.normal_(self.classifier.weight, std=0.001)
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.classifier = nn.Linear(embedding_dim, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
 
-    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (logits B x num_classes, embedding B x D)."""
         embedding = self.add_block(pooled)
-        logits = self.classifier(embedding) if self.classifier is not None else None
-        return embedding, logits
+        return self.classifier(embedding), embedding

@@ -34,7 +34,7 @@ class UGD(Distiller):
     Student side: stage ``layer`` (1-based, D3still's DISTILLATION_LAYER) pooled to p x p and p//2 x p//2
     local features, each through its own projector to the teacher's embedding dim (built in ``setup`` from
     the probed shapes). Teacher side: its last stage map (detached), pooled likewise and passed through the
-    teacher's own retrieval head (``teacher.head``, the ClassBlock, frozen and in eval mode; bound by the
+    teacher's own retrieval head (``teacher.fc``, the ClassBlock, frozen and in eval mode; bound by the
     trainer through ``bind_teacher``), giving the local embeddings and logits that select the distilled rows.
     ``pool_size`` p defaults to the height of the student's stage-``layer`` map, which equals the official
     STUDENT_SIZE_TRAIN[0] // 16 for its students (stage 3 has stride 16: 128 -> 8, 64 -> 4, 160x80 -> 10;
@@ -70,9 +70,9 @@ class UGD(Distiller):
         self.projectors = nn.ModuleList([_projector(channels, dim) for _ in self.sizes])
 
     def bind_teacher(self, teacher: nn.Module) -> None:
-        head = getattr(teacher, "head", None)
+        head = getattr(teacher, "fc", None)
         if not isinstance(head, nn.Module):
-            raise ValueError("ugd needs a teacher with a retrieval head `head` (ClassBlock: pooled -> embedding, "
+            raise ValueError("ugd needs a teacher with a retrieval head `fc` (ClassBlock: pooled -> embedding, "
                              "logits)")
         object.__setattr__(self, "_teacher_head", head)  # bypass nn.Module registration
 
@@ -84,7 +84,7 @@ class UGD(Distiller):
         for size, projector in zip(self.sizes, self.projectors):
             local_s.append(projector(grid_features(feat_s, size)))
             with torch.no_grad():
-                embedding, logits = self._teacher_head(grid_features(feat_t, size))
+                logits, embedding = self._teacher_head(grid_features(feat_t, size))
             if logits is None:
                 raise ValueError("ugd needs teacher logits: build the teacher with num_classes > 0")
             local_t.append(embedding)

@@ -1,8 +1,9 @@
 """Small VGG-style convnets for the embedded (Fashion-MNIST) benchmark: fast on a 2-core CPU.
 
 Three stages of (conv3x3-BN-ReLU) x depth, each followed by 2x2 max-pooling except the last; global average
-pooling gives ``pooled``; the D3still ClassBlock gives the ``embedding`` and ``logits``. Input: B x C x H x W
-with H, W >= 8 (14 and 28 px in the embedded benchmark).
+pooling gives ``pooled``. Heads: ``retrieval`` = the D3still ClassBlock (``fc``: BN-ReLU-Linear-BN embedding
+and a bias-free classifier), ``linear`` = a plain Linear classifier on ``pooled`` (classification nets; the
+embedding is ``pooled`` and ``spp`` adds SDD patch logits from the last map). Input: B x C x H x W, H, W >= 8.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from distillery.models.heads import ClassBlock
+from distillery.models.heads import RetrievalHead
 from distillery.models.output import ModelOutput
 from distillery.models.registry import register_model
+from distillery.models.spp import parse_scales
+from distillery.models.zoo._common import classification_output
 
 
 def _stage(c_in: int, c_out: int, depth: int) -> nn.Sequential:
@@ -25,17 +28,23 @@ def _stage(c_in: int, c_out: int, depth: int) -> nn.Sequential:
 
 class ConvNet(nn.Module):
     def __init__(self, widths=(16, 32, 64), depth: int = 1, in_channels: int = 1, embedding_dim: int = 64,
-                 num_classes: int = 0, pretrained: bool = False):
+                 num_classes: int = 10, pretrained: bool = False, head: str = "retrieval", spp=None):
         super().__init__()
         if pretrained:
             raise ValueError("the embedded convnets have no pretrained weights; set pretrained: false")
+        if head not in ("retrieval", "linear"):
+            raise ValueError(f"convnet head must be 'retrieval' or 'linear', got {head!r}")
+        self.spp_scales = parse_scales(spp)
+        if self.spp_scales is not None and head != "linear":
+            raise ValueError("SDD patch logits (spp) need the plain classifier: set head: linear")
         self.stages = nn.ModuleList()
         c_in = in_channels
         for width in widths:
             self.stages.append(_stage(c_in, width, depth))
             c_in = width
         self.pool = nn.MaxPool2d(2)
-        self.head = ClassBlock(c_in, embedding_dim, num_classes)
+        self.head_kind = head
+        self.fc = RetrievalHead(c_in, num_classes, embedding_dim) if head == "retrieval" else nn.Linear(c_in, num_classes)
         for m in self.stages.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -46,17 +55,19 @@ class ConvNet(nn.Module):
             x = stage(x if i == 0 else self.pool(x))
             feats.append(x)
         pooled = x.mean(dim=(2, 3))
-        embedding, logits = self.head(pooled)
+        if self.head_kind == "linear":
+            return classification_output(feats, pooled, self.fc, None, x, self.spp_scales)
+        logits, embedding = self.fc(pooled)
         return ModelOutput(feats=feats, pooled=pooled, embedding=embedding, logits=logits)
 
 
 @register_model("convnet_s")
 def convnet_s(**kwargs) -> ConvNet:
-    """Student: widths 8-16-32, one conv per stage (~8k parameters with a 64-d embedding)."""
-    return ConvNet(widths=(8, 16, 32), depth=1, **kwargs)
+    """Student: widths 16-32-64, one conv per stage (~28k parameters with the 64-d retrieval head)."""
+    return ConvNet(widths=(16, 32, 64), depth=1, **kwargs)
 
 
 @register_model("convnet_m")
 def convnet_m(**kwargs) -> ConvNet:
-    """Teacher: widths 16-32-64, two convs per stage (~77k parameters with a 64-d embedding)."""
+    """Teacher: widths 16-32-64, two convs per stage (~77k parameters with the 64-d retrieval head)."""
     return ConvNet(widths=(16, 32, 64), depth=2, **kwargs)
