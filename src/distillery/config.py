@@ -22,6 +22,9 @@ class ConfigError(ValueError):
 
 def _nearest(name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.5)
+    if not close:  # 'learning_rate' -> 'lr': fall back to a shared word or prefix
+        words = set(str(name).split("_"))
+        close = [c for c in sorted(choices) if words & set(c.split("_")) or str(name).startswith(c)][:1]
     return f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(sorted(choices))})"
 
 

@@ -230,7 +230,37 @@ def make_gldv2(root, meta: bool = False) -> Path:
     return root
 
 
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def make_fashion_mnist(root, train_per_class: int = 12, test_per_class: int = 6, size: int = 28,
+                       gz: bool = True) -> Path:
+    """Fashion-MNIST idx files (10 classes): class c is a bright square at a class-specific position plus noise.
+
+    Counts: 10 * train_per_class train and 10 * test_per_class test images, labels cycling 0..9.
+    """
+    import gzip
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, per_class in (("train", train_per_class), ("t10k", test_per_class)):
+        labels = np.tile(np.arange(10), per_class).astype(np.uint8)
+        images = rng.integers(0, 60, size=(len(labels), size, size)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            top, left = (c // 4) * (size // 4), (c % 4) * (size // 4)
+            images[i, top:top + size // 3, left:left + size // 3] = 230
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            data = _idx_bytes(array)
+            name = f"{prefix}-{kind}-ubyte" + (".gz" if gz else "")
+            (root / name).write_bytes(gzip.compress(data) if gz else data)
+    return root
+
+
 MAKERS = {
+    "fashion_mnist": make_fashion_mnist,
     "cub200": make_cub200, "inshop": make_inshop, "sop": make_sop, "msmt17": make_msmt17,
     "cars196": make_cars196, "cifar100": make_cifar100, "imagenet": make_imagenet,
     "roxford5k": make_roxford5k, "rparis6k": make_rparis6k, "gldv2": make_gldv2,

@@ -1,0 +1,44 @@
+"""Shared fixtures: a fabricated Fashion-MNIST and tiny, fast pipeline params built from params.yaml."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.data.fabricate import make_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny tensors run fastest (and most reproducibly) on one thread on the 2-core CI machine."""
+    torch.set_num_threads(1)
+
+
+def tiny_params(data_root: Path) -> dict:
+    """params.yaml with the embedded dataset pointed at ``data_root`` and every size shrunk for a test."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = copy.deepcopy(params)
+    ds = params["data"]["fashion_mnist"]
+    ds.update(root=str(data_root), max_train_per_class=None, max_test_per_class=None)
+    for group in ("teacher", "training"):
+        params[group].update(epochs=2, warmup_epochs=1, cosine_start=1, ids_per_batch=5, samples_per_id=4)
+    params["training"].update(kd_batch_size=20, threads=1)
+    params["evaluation"]["batch_size"] = 64
+    params["benchmark"]["methods"] = ["vanilla", "kd", "fitnet"]
+    return params
+
+
+@pytest.fixture
+def fmnist_root(tmp_path) -> Path:
+    return make_fashion_mnist(tmp_path / "fmnist", train_per_class=12, test_per_class=6)
+
+
+@pytest.fixture
+def params(fmnist_root) -> dict:
+    return tiny_params(fmnist_root)
