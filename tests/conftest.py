@@ -29,6 +29,10 @@ def tiny_params(data_root: Path) -> dict:
     for group in ("teacher", "training"):
         params[group].update(epochs=2, warmup_epochs=1, cosine_start=1, ids_per_batch=5, samples_per_id=4)
     params["training"].update(kd_batch_size=20, threads=1)
+    for hyper in params["methods"].values():
+        for key in ("topk", "top_k"):
+            if key in (hyper or {}):
+                hyper[key] = min(hyper[key], 20)
     params["evaluation"]["batch_size"] = 64
     params["benchmark"]["methods"] = ["vanilla", "kd", "fitnet"]
     return params

@@ -191,6 +191,12 @@ def validate(params: dict) -> dict:
     for name in bench["methods"] + [params["method"]]:
         if name not in params["methods"]:
             raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
+    for name, hyper in params["methods"].items():
+        for key in ("topk", "top_k"):
+            value = (hyper or {}).get(key)
+            if value is not None and value > params["training"]["kd_batch_size"]:
+                raise ConfigError(f"methods.{name}.{key} = {value} exceeds training.kd_batch_size = "
+                                  f"{params['training']['kd_batch_size']}; lower it (the ranking is taken in-batch)")
     if params["dataset"] not in bench["datasets"]:
         raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets; add it "
                           f"(e.g. -S 'benchmark.datasets=[{params['dataset']}]') so its teacher stages exist")
