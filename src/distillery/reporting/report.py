@@ -21,6 +21,14 @@ gallery is its own, so asym = sym). Paper columns: the published number for the 
 """
 
 
+def _provenance_line(params: dict, results, ds: str) -> str:
+    hashes = results.loc[(results["dataset"] == ds) & results["teacher_sha256"].notna(), "teacher_sha256"]
+    teacher, student = params["teacher"], params["student"]
+    return (f"- `{ds}`: seed {params['seed']}, teacher `{teacher['model']}` @ {teacher['resolution']} px, "
+            f"student `{student['model']}` @ {student['resolution']} px, teacher checkpoint sha256 "
+            f"`{hashes.iloc[0] if len(hashes) else 'unknown'}`")
+
+
 def build_report(params: dict, metrics_dir="metrics", out_dir="reports", paper_file="configs/paper_numbers.yaml") -> str:
     """Write the table and plots; returns the markdown table."""
     bench = params["benchmark"]
@@ -29,11 +37,7 @@ def build_report(params: dict, metrics_dir="metrics", out_dir="reports", paper_f
     settings = {ds: params["data"][ds].get("paper_setting") for ds in bench["datasets"]}
     results = attach_paper_numbers(results, paper or {}, settings)
     table = markdown_table(results)
-    provenance = "\n".join(
-        f"- `{ds}`: seed {params['seed']}, teacher `{params['teacher']['model']}` @ {params['teacher']['resolution']} px, "
-        f"student `{params['student']['model']}` @ {params['student']['resolution']} px, teacher checkpoint sha256 "
-        f"`{results[(results['dataset'] == ds) & results['teacher_sha256'].notna()]['teacher_sha256'].iloc[0] if results['teacher_sha256'].notna().any() else '?'}`"
-        for ds in bench["datasets"])
+    provenance = "\n".join(_provenance_line(params, results, ds) for ds in bench["datasets"])
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "results.md", ".md") as tmp:
         tmp.write_text(f"{INTRO}\n{table}\n\n## Provenance\n{provenance}\n\nMethod hyper-parameters: `params.yaml` "
