@@ -19,6 +19,7 @@ class Distiller(nn.Module):
     """
 
     teacher_outputs: tuple[str, ...] = ("embedding",)
+    student_outputs: tuple[str, ...] = ()  # student fields read beyond teacher_outputs (gathered when distributed)
     needs_equal_embedding_dims: bool = False
 
     def __init__(self, kd_weight: float = 1.0):
