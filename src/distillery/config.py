@@ -77,6 +77,12 @@ def _models_check(value: str) -> str | None:
     return None if value in models else f"= {value!r} is not a known model{_nearest(value, models)}"
 
 
+def _task_loss_check(value: str) -> str | None:
+    from distillery.losses.task import TASK_LOSSES
+
+    return None if value in TASK_LOSSES else f"= {value!r} is not a task loss{_nearest(value, TASK_LOSSES)}"
+
+
 NUM, POS_NUM, NONNEG = Field(float), Field(float, positive=True), Field(float, min=0)
 POS_INT, NONNEG_INT = Field(int, min=1), Field(int, min=0)
 MODEL = Field(str, check=_models_check)
@@ -88,7 +94,12 @@ VIEW_SCHEMA = {"model": MODEL, "pretrained": Field(bool), "embedding_dim": POS_I
 RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM, "warmup_epochs": NONNEG_INT, "cosine_start": NONNEG_INT,
                  "weight_decay": NONNEG, "momentum": Field(float, min=0.0, max=1.0),
                  "ids_per_batch": Field(int, min=2), "samples_per_id": POS_INT, "label_smoothing": PROB,
-                 "triplet_margin": Field(float, min=0.0, nullable=True), "triplet_mining": MINING}
+                 "triplet_margin": Field(float, min=0.0, nullable=True), "triplet_mining": MINING,
+                 # optional (missing or null = the D3still default: ce_triplet, identity, sgd, = weight_decay)
+                 "task_loss": Field(str, check=_task_loss_check, nullable=True),
+                 "sampler": Field(str, choices=("identity", "class_balanced"), nullable=True),
+                 "optimizer": Field(str, choices=("sgd", "adam"), nullable=True),
+                 "extra_weight_decay": Field(float, min=0.0, nullable=True)}
 DATASET_SCHEMA = {
     "reader": Field(str), "root": Field(str), "task": Field(str, choices=("retrieval", "classification")),
     "reader_options": Field(dict), "channels": Field(int, choices=(1, 3)), "store_size": Field(int, min=8, nullable=True),
@@ -106,7 +117,8 @@ SCHEMA: dict[str, Any] = {
                  "device": Field(str, choices=("auto", "cpu", "cuda")), "threads": POS_INT,
                  "amp": Field(str, choices=("none", "bf16", "fp16")), "channels_last": Field(bool),
                  "compile": Field(bool)},
-    "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool)},
+    "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool),
+                   "nmi": Field(bool, nullable=True)},
     "whitening": {"out_dim": Field(int, min=1, nullable=True), "floor_ratio": Field(float, min=0.0),
                   "power": Field(float, min=0.0)},
     "benchmark": {"datasets": Field(list), "methods": Field(list)},
@@ -144,7 +156,7 @@ def _check_datasets(data: Any) -> None:
 
 
 def _check_methods(methods: Any) -> None:
-    from distillery.losses.registry import available_methods, method_hyperparameters
+    from distillery.losses.registry import available_methods, build_method, method_hyperparameters
 
     if not isinstance(methods, dict):
         raise ConfigError("methods must map method names to their hyper-parameters")
@@ -163,6 +175,10 @@ def _check_methods(methods: Any) -> None:
                     raise ConfigError(f"methods.{name}.kd_weight must be >= 0, got {value!r}")
             elif isinstance(default, bool):
                 Field(bool).validate(f"methods.{name}.{key}", value)
+        try:  # the constructor checks the rest (choices, lists such as s2sd's target_dims)
+            build_method(name, **(hyper or {}))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"methods.{name}: {err}") from None
 
 
 def validate(params: dict) -> dict:

@@ -18,6 +18,7 @@ from distillery.engine.experiment import Paths, build_network, embed, eval_rows,
 from distillery.engine.runtime import setup_runtime
 from distillery.engine.trainer import Recipe, train
 from distillery.evaluation import retrieval_metrics
+from distillery.evaluation.dml import dml_metrics
 from distillery.losses import build_method
 from distillery.utils.io import atomic_dir, atomic_path, write_json
 
@@ -158,7 +159,8 @@ def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(
 
 def evaluate(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(), extra: dict | None = None) -> dict:
     """Flat numeric metrics: ``asym_*`` (student queries vs teacher gallery; for methods without a teacher the
-    gallery is the student's own, as D3still's Vanilla) and ``sym_*`` (student vs student), plus ``extra``."""
+    gallery is the student's own, as D3still's Vanilla) and ``sym_*`` (student vs student; with query = gallery
+    also the DML metrics ``sym_map_c_s2sd`` and, if ``evaluation.nmi``, ``sym_nmi``), plus ``extra``."""
     device = _runtime(params)
     cfg, group = params["data"][ds], params["student"]
     prepared = PreparedDataset(paths.prepared(ds))
@@ -184,7 +186,8 @@ def evaluate(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths
         asym = retrieval_metrics(q, ql, g_teacher, gl, exclude_self=same, ks=ks)
     else:  # a student in another space than the teacher cannot query its gallery
         asym = {"map": float("nan"), **{f"recall_at_{k}": float("nan") for k in ks}}
-    sym = retrieval_metrics(q, ql, g_student, gl, exclude_self=same, ks=ks)
+    sym = dml_metrics(q, ql, ks=ks, seed=params["seed"], nmi=bool(params["evaluation"].get("nmi"))) if same \
+        else retrieval_metrics(q, ql, g_student, gl, exclude_self=False, ks=ks)
     metrics.update({f"asym_{k}": round(v, 4) for k, v in asym.items() if isinstance(v, float)})
     metrics.update({f"sym_{k}": round(v, 4) for k, v in sym.items() if isinstance(v, float)})
     metrics.update(extra or {})

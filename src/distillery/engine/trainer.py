@@ -1,9 +1,11 @@
 """The retrieval training loop (D3still recipe), shared by the teacher and every distillation method.
 
-One step: CE (label smoothing) on the student's logits + triplet on its pooled feature, both on a P x K
-identity batch at the student view; plus, when the method uses a teacher, the method's weighted terms on a
-separate shuffled KD batch that the student sees at its own view and the frozen teacher at the teacher view
-(two independent augmentations). An epoch stops at the shorter of the two batch lists.
+One step: the task loss (``task_loss``; default CE with label smoothing on the student's logits + triplet on
+its pooled feature, or one DML criterion on its embedding) on a P x K identity batch (or S2SD's class-balanced
+batch) at the student view; plus, when the method uses a teacher, the method's weighted terms on a separate
+shuffled KD batch that the student sees at its own view and the frozen teacher at the teacher view (two
+independent augmentations). An epoch stops at the shorter of the two batch lists. A method without a teacher
+that returns terms (S2SD) gets the student's output of the task batch instead.
 
 Every random choice (batches, views) is a function of (seed, epoch), so an interrupted run that resumes from
 the last epoch checkpoint reproduces the uninterrupted run bit for bit on CPU.
@@ -25,16 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from distillery.data.samplers import identity_batches, shuffled_batches
+from distillery.data.samplers import class_balanced_batches, identity_batches, shuffled_batches
 from distillery.data.transforms import ViewSpec, train_views
 from distillery.engine import accel, distributed
 from distillery.engine.checkpoint import load_checkpoint, save_checkpoint
 from distillery.engine.schedule import warmup_cosine_lr
 from distillery.losses.base import Distiller
-from distillery.losses.functional import triplet_loss
+from distillery.losses.task import build_task_loss
 from distillery.models.shapes import probe_shapes
 from distillery.utils.device import to_device
 
@@ -85,11 +86,16 @@ class Recipe:
     amp: str = "none"  # none | bf16 | fp16 (CUDA only; float32 elsewhere)
     channels_last: bool = False
     compile: bool = False
+    task_loss: str = "ce_triplet"         # distillery.losses.task.TASK_LOSSES
+    sampler: str = "identity"             # identity (P x K) | class_balanced (S2SD: P class draws x K, replacement)
+    optimizer: str = "sgd"                # sgd (momentum) | adam (torch defaults; S2SD)
+    extra_weight_decay: float | None = None  # weight decay of method/task-loss parameters; None = weight_decay
 
     @classmethod
     def from_params(cls, group: dict) -> "Recipe":
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in group.items() if k in names})
+        return cls(**{k: v for k, v in group.items() if k in names
+                      and not (v is None and k in ("task_loss", "sampler", "optimizer"))})
 
 
 @dataclass
@@ -99,14 +105,34 @@ class TrainResult:
     resumed_from_epoch: int = 0
 
 
-def _task_loss(out, target, recipe: Recipe) -> dict[str, torch.Tensor]:
-    terms = {}
-    if recipe.ce_weight:
-        terms["ce"] = recipe.ce_weight * F.cross_entropy(out.logits, target, label_smoothing=recipe.label_smoothing)
-    if recipe.triplet_weight:
-        terms["triplet"] = recipe.triplet_weight * triplet_loss(out.pooled, target, margin=recipe.triplet_margin,
-                                                                mining=recipe.triplet_mining, normalize=False)
-    return terms
+def _task_loss_module(recipe: Recipe, distiller: Distiller | None, num_classes: int):
+    name = (distiller.task_loss if distiller is not None else None) or recipe.task_loss
+    return build_task_loss(name, num_classes=num_classes, label_smoothing=recipe.label_smoothing,
+                           ce_weight=recipe.ce_weight, triplet_weight=recipe.triplet_weight,
+                           triplet_margin=recipe.triplet_margin, triplet_mining=recipe.triplet_mining)
+
+
+def _optimizer(recipe: Recipe, model_params: list, extra_params: list) -> torch.optim.Optimizer:
+    """SGD (momentum) or Adam over two groups: the network (``weight_decay``) and the method's / task loss's
+    parameters (``extra_weight_decay``, default the same)."""
+    extra_decay = recipe.weight_decay if recipe.extra_weight_decay is None else recipe.extra_weight_decay
+    groups = [{"params": model_params, "weight_decay": recipe.weight_decay}]
+    if extra_params:
+        groups.append({"params": extra_params, "weight_decay": extra_decay})
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (valid: sgd, adam)")
+
+
+def _task_batches(labels, recipe: Recipe, seed: int, epoch: int) -> list[np.ndarray]:
+    if recipe.sampler == "identity":
+        return identity_batches(labels, recipe.ids_per_batch, recipe.samples_per_id, seed=seed, epoch=epoch)
+    if recipe.sampler == "class_balanced":
+        return class_balanced_batches(labels, recipe.ids_per_batch * recipe.samples_per_id, recipe.samples_per_id,
+                                      seed=seed, epoch=epoch)
+    raise ValueError(f"unknown sampler {recipe.sampler!r} (valid: identity, class_balanced)")
 
 
 def _check_finite(loss, terms, epoch, step, checkpoint_path):
@@ -158,6 +184,7 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
     """
     checkpoint_path = Path(checkpoint_path)
     uses_teacher = distiller is not None and distiller.uses_teacher
+    self_distills = distiller is not None and not uses_teacher
     if uses_teacher and (teacher is None or view_t is None):
         raise ValueError("a distillation method that uses a teacher needs `teacher` and `view_t`")
     device = torch.device(device)
@@ -168,7 +195,8 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         distiller.to(device)
         channels = data.images.shape[-1]
         shapes_t = probe_shapes(teacher, (channels, view_t.resolution, view_t.resolution)) if uses_teacher else {}
-        distiller.setup(probe_shapes(model, (channels, view_s.resolution, view_s.resolution)), shapes_t)
+        shapes_s = probe_shapes(model, (channels, view_s.resolution, view_s.resolution))
+        distiller.setup({**shapes_s, "num_classes": data.num_classes}, shapes_t)
         distiller.to(device)
         distributed.broadcast_module(distiller)
     if uses_teacher:
@@ -176,8 +204,10 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         for p in teacher.parameters():
             p.requires_grad_(False)
         distiller.bind_teacher(teacher)
-    params = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
-    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    task = _task_loss_module(recipe, distiller, data.num_classes).to(device)
+    extra = (list(distiller.parameters()) if distiller is not None else []) + list(task.parameters())
+    params = list(model.parameters()) + extra
+    optimizer = _optimizer(recipe, list(model.parameters()), extra)
     scaler = accel.make_scaler(amp, device)
 
     result, start_epoch = TrainResult(), 0
@@ -186,6 +216,8 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         model.load_state_dict(state["model"])
         if distiller is not None and state.get("distiller"):
             distiller.load_state_dict(state["distiller"])
+        if state.get("task_loss"):
+            task.load_state_dict(state["task_loss"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -195,7 +227,7 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
     teacher_net = accel.maybe_compile(teacher, recipe.compile) if uses_teacher else None
     fields_t = distiller.teacher_outputs if uses_teacher else ()
     fields_s = tuple(dict.fromkeys((*fields_t, *distiller.student_outputs))) if uses_teacher else ()
-    connector_params = list(distiller.parameters()) if distiller is not None else []
+    connector_params = extra  # method connectors and task-loss parameters: averaged by hand under DDP
 
     def views(images, image_rows, spec, stream, epoch):
         x = train_views(images, image_rows, spec, seed=seed, stream=stream, view=epoch, device=device)
@@ -207,8 +239,11 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         lr = warmup_cosine_lr(epoch, recipe.lr, recipe.epochs, recipe.warmup_epochs, recipe.cosine_start)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        id_batches = distributed.shard(identity_batches(data.labels, recipe.ids_per_batch, recipe.samples_per_id,
-                                                        seed=seed, epoch=epoch))
+        id_batches = distributed.shard(_task_batches(data.labels, recipe, seed, epoch))
+        done = sum(record["steps"] for record in result.history)
+        task.on_epoch_start(epoch, step=done, seed=seed)
+        if distiller is not None:
+            distiller.on_epoch_start(epoch, step=done, seed=seed)
         kd_batches = distributed.shard(shuffled_batches(len(data.rows), recipe.kd_batch_size, seed=seed,
                                                         epoch=epoch)) if uses_teacher else None
         n_steps = min(len(id_batches), len(kd_batches)) if uses_teacher else len(id_batches)
@@ -217,6 +252,7 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
                              f"{distributed.world_size()} rank(s) x a batch; lower ids_per_batch/samples_per_id or "
                              f"kd_batch_size")
         net.train()
+        task.train()
         if distiller is not None:
             distiller.train()
         sums = _LossSums(1 if device.type == "cuda" else 0, epoch, checkpoint_path)
@@ -229,7 +265,10 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
             x = views(data.images[rows], rows, view_s, STREAM_IDENTITY, epoch)
             with accel.autocast(amp, device):
                 out = net(x)
-            terms = _task_loss(accel.float_outputs(out, amp), target, recipe)
+            out = accel.float_outputs(out, amp)
+            terms = task(out, target)
+            if self_distills:
+                terms.update(distiller(out, None, target))
             if uses_teacher:
                 kd_pos = kd_batches[step]
                 kd_rows = data.rows[kd_pos]
@@ -267,6 +306,6 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         if main:
             save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "distiller": distiller.state_dict() if distiller is not None else None,
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                "history": result.history, "seconds": result.seconds})
+                "task_loss": task.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch + 1, "history": result.history, "seconds": result.seconds})
     return result

@@ -16,18 +16,27 @@ class Distiller(nn.Module):
     connectors in ``setup`` from probed shapes, and return ``{"kd": kd_weight * loss}`` (or several named terms)
     from ``forward``. Trainable connector parameters are ordinary submodules: the trainer optimises them with
     the student.
+
+    Methods without a teacher (``teacher_outputs = ()``) that return terms (self-distillation, S2SD) are called
+    by the trainer on the student's output of the task batch, with ``teacher=None``. ``task_loss`` names the
+    task loss the method trains with (``distillery.losses.task``); None = the recipe's ``training.task_loss``,
+    ``"none"`` = no task term (the method computes its own).
     """
 
     teacher_outputs: tuple[str, ...] = ("embedding",)
     student_outputs: tuple[str, ...] = ()  # student fields read beyond teacher_outputs (gathered when distributed)
     needs_equal_embedding_dims: bool = False
+    task_loss: str | None = None
 
     def __init__(self, kd_weight: float = 1.0):
         super().__init__()
         self.kd_weight = float(kd_weight)
 
     def setup(self, student_shapes: dict, teacher_shapes: dict) -> None:
-        """Build connectors once the shapes of both networks' outputs are known (default: none)."""
+        """Build connectors once the shapes of both networks' outputs are known (default: none).
+
+        The shapes are ``probe_shapes`` dicts; the trainer adds ``student_shapes["num_classes"]``, the number
+        of training classes (for per-class parameters such as the margin loss's β)."""
         if self.needs_equal_embedding_dims and teacher_shapes:
             ds, dt = student_shapes["embedding"][-1], teacher_shapes["embedding"][-1]
             if ds != dt:
@@ -38,6 +47,11 @@ class Distiller(nn.Module):
         """Called by the trainer with the frozen teacher (eval mode) after ``setup``, for methods that run part
         of the teacher themselves (UGD: its head on local features). Keep it out of the submodules, so that
         it is neither optimised nor saved with the distiller. Default: nothing."""
+
+    def on_epoch_start(self, epoch: int, *, step: int = 0, seed: int = 0) -> None:
+        """Called by the trainer before every epoch (0-based ``epoch``; ``step`` = optimisation steps done
+        before it over the whole run, also after a resume; ``seed`` = the run's seed), for methods whose loss
+        depends on training progress or that draw random numbers. Default: nothing."""
 
     @property
     def method_name(self) -> str:

@@ -17,7 +17,9 @@ Asymmetric retrieval (D3still protocol): queries are embedded by the student at 
 gallery by the teacher at full resolution; **sym** = student embeds both sides. mAP over the whole ranking
 and R@1 (hit@1), in percent; query = gallery with the query itself excluded where the dataset has one test
 set. `teacher` = the gallery network alone; `vanilla` = the student trained without distillation (its
-gallery is its own, so asym = sym). Paper columns: the published number for the same setting, where one exists.
+gallery is its own, so asym = sym); `msloss` = the student alone with the multi-similarity loss and `s2sd` = the
+student distilled from its own auxiliary branches (no teacher either: asym = sym). Paper columns: the published
+number for the same setting, where one exists.
 """
 
 
