@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch.nn as nn
 from torch import Tensor
 
@@ -16,14 +17,31 @@ class Distiller(nn.Module):
     connectors in ``setup`` from probed shapes, and return ``{"kd": kd_weight * loss}`` (or several named terms)
     from ``forward``. Trainable connector parameters are ordinary submodules: the trainer optimises them with
     the student.
+
+    Hooks used by the classification trainer (``engine/classification.py``; the retrieval trainer calls only
+    ``setup`` and ``bind_teacher``):
+
+    - ``ce_weight``: weight of the cross-entropy on the student's logits (mdistiller's per-method
+      ``CE_WEIGHT``; KD uses 0.1). The retrieval recipe takes its CE weight from ``training.ce_weight``.
+    - ``set_epoch(epoch)``: called at the start of every epoch with the 1-based epoch (warm-ups, seeded
+      sampling). Before any call ``epoch`` is None and warm-up factors are 1.
+    - ``bind_data(labels, seed)``: the training labels (positions = the ``index`` passed to ``forward``), for
+      methods with per-sample state (CRD memory banks).
+    - ``needs_sample_index``: ``forward`` then receives ``index=`` (LongTensor B, positions in the train set).
+    - ``teacher_train_mode``: run the frozen teacher in train mode (batch-statistics BN), as mdistiller's OFD.
+    - ``make_optimizer(params, recipe)``: a method-specific optimizer (DOT) or None for plain SGD.
     """
 
     teacher_outputs: tuple[str, ...] = ("embedding",)
     needs_equal_embedding_dims: bool = False
+    needs_sample_index: bool = False
+    teacher_train_mode: bool = False
 
-    def __init__(self, kd_weight: float = 1.0):
+    def __init__(self, kd_weight: float = 1.0, ce_weight: float = 1.0):
         super().__init__()
         self.kd_weight = float(kd_weight)
+        self.ce_weight = float(ce_weight)
+        self.epoch: int | None = None
 
     def setup(self, student_shapes: dict, teacher_shapes: dict) -> None:
         """Build connectors once the shapes of both networks' outputs are known (default: none)."""
@@ -37,6 +55,24 @@ class Distiller(nn.Module):
         """Called by the trainer with the frozen teacher (eval mode) after ``setup``, for methods that run part
         of the teacher themselves (UGD: its head on local features). Keep it out of the submodules, so that
         it is neither optimised nor saved with the distiller. Default: nothing."""
+
+    def bind_data(self, labels: np.ndarray, seed: int = 0) -> None:
+        """Called by the classification trainer after ``bind_teacher`` with the training labels. Default: nothing."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the classification trainer at the start of every epoch (1-based)."""
+        self.epoch = int(epoch)
+
+    def warmup_factor(self, warmup_epochs: float) -> float:
+        """mdistiller's loss warm-up ``min(epoch / warmup_epochs, 1)`` with the 1-based epoch (epoch 1 of 20 ->
+        0.05); 1 when no epoch was set or ``warmup_epochs`` <= 0."""
+        if self.epoch is None or warmup_epochs <= 0:
+            return 1.0
+        return min(self.epoch / warmup_epochs, 1.0)
+
+    def make_optimizer(self, params, recipe):
+        """A method-specific optimizer over ``params`` for the classification ``recipe``, or None (plain SGD)."""
+        return None
 
     @property
     def method_name(self) -> str:
