@@ -393,3 +393,85 @@ def test_dot_makes_the_two_momentum_optimizer():
     assert group["momentum"] == pytest.approx(0.825) and group["momentum_kd"] == pytest.approx(0.975)
     assert build_method("kd").make_optimizer([], recipe) is None
     assert build_method("dot").ce_weight == 0.1 and build_method("dot").kd_weight == 0.9
+
+
+# ------------------------------------------------------------- golden values of the official modules
+# Computed by running the official modules (megvii-research/mdistiller a08d46f: OFD.init_ofd_modules + ofd_loss,
+# ReviewKD.forward_train with stub networks returning the outputs below, VID.init_vid_modules + vid_loss,
+# FitNet's ConvReg + mse, CRD's ContrastMemory + ContrastLoss with Tensor.cuda / AliasMethod.cuda stubbed) with
+# the parameters of the Distillery module copied in by position, on the seeded outputs of ``_golden_case``
+# (CPU, float32).
+def _golden_case():
+    """Seeded student / teacher ModelOutputs with unequal channels and spatial sizes, and a BN-bearing teacher."""
+    from distillery.models import ModelOutput
+
+    g = torch.Generator().manual_seed(11)
+    b = 4
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g)
+
+    def out(specs, dim):
+        pre = [rnd(b, c, h, h) for c, h in specs]
+        return ModelOutput(feats=[p.relu() for p in pre], preact_feats=pre, pooled=rnd(b, dim).relu(),
+                           embedding=None, logits=rnd(b, 3))
+
+    student = out([(4, 8), (6, 8), (8, 8), (10, 2)], 10)
+    teacher = out([(5, 8), (7, 8), (9, 4), (12, 2)], 12)
+    net = torch.nn.Module()
+    bns = [torch.nn.BatchNorm2d(c) for c in (7, 9, 12)]
+    for bn in bns:
+        bn.weight.data.copy_(rnd(bn.num_features))
+        bn.bias.data.copy_(rnd(bn.num_features))
+    net.get_bn_before_relu = lambda: bns
+    return student, teacher, net, torch.tensor([0, 1, 2, 1])
+
+
+def _shapes(out):
+    return {"feats": [f.shape for f in out.feats], "preact_feats": [f.shape for f in out.preact_feats],
+            "pooled": out.pooled.shape, "embedding": None, "logits": out.logits.shape, "extras": {}}
+
+
+def _filled(distiller, seed=5):
+    """Deterministic parameters and BN buffers (independent of init), then train mode."""
+    g = torch.Generator().manual_seed(seed)
+    for name, t in list(distiller.named_parameters()) + [(n, b) for n, b in distiller.named_buffers()
+                                                         if n.endswith(("running_mean", "running_var"))]:
+        if name.endswith("running_var"):
+            t.data.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        else:
+            t.data.copy_(torch.randn(t.shape, generator=g) / max(1, t[0].numel()) ** 0.5)
+    return distiller.train()
+
+
+GOLDEN = {"ofd": 1056.7821044921875, "reviewkd": 10.013339042663574, "vid": 2.5692498683929443,
+          "fitnet": 1.4112744331359863}
+
+
+@pytest.mark.parametrize("name, hyper", [("ofd", {"kd_weight": 1.0}), ("reviewkd", {"kd_weight": 1.0}),
+                                         ("vid", {"kd_weight": 1.0}), ("fitnet", {"kd_weight": 1.0, "hint_layer": 2})])
+def test_module_matches_official_golden_value(name, hyper):
+    student, teacher, net, target = _golden_case()
+    distiller = build_method(name, **hyper)
+    distiller.setup(_shapes(student), _shapes(teacher))
+    distiller.bind_teacher(net)
+    loss = _filled(distiller)(student, teacher, target)["kd"]
+    torch.testing.assert_close(loss, torch.tensor(GOLDEN[name]), rtol=1e-5, atol=1e-6)
+
+
+def test_crd_matches_official_golden_values_over_two_steps():
+    """Official ContrastMemory / Embed / ContrastLoss fed the same contrast indices: step 1 sets Z, step 2 reuses
+    it with the updated banks."""
+    student, teacher, _, target = _golden_case()
+    distiller = build_method("crd", kd_weight=1.0, feat_dim=6, nce_k=5, nce_t=0.1)
+    distiller.setup(_shapes(student), _shapes(teacher))
+    distiller.bind_data(np.arange(12) % 3, seed=4)
+    _filled(distiller)
+    index = torch.tensor([0, 4, 8, 10])
+    losses = []
+    for epoch in (1, 2):
+        distiller.set_epoch(epoch)
+        losses.append(distiller(student, teacher, target, index=index)["kd"])
+    torch.testing.assert_close(torch.stack(losses), torch.tensor([20.052581787109375, 13.154300689697266]),
+                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(distiller.z, torch.tensor([336.7136535644531, 59008.8828125]), rtol=1e-6, atol=0)

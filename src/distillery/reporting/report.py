@@ -66,18 +66,20 @@ def _classification_section(params: dict, metrics_dir, paper: dict, settings: di
     provenance = "\n".join(
         f"- `{ds}`: seed {params['seed']}, teacher `{teacher['model']}` @ {teacher['resolution']} px, student "
         f"`{student['model']}` @ {student['resolution']} px, {params['training_cls']['epochs']} epochs, paper "
-        f"setting `{settings.get(ds)}`" for ds in bench["datasets"])
+        f"setting {'`' + settings[ds] + '`' if settings.get(ds) else 'none (no published number)'}"
+        for ds in bench["datasets"])
     return f"{CLS_INTRO}\n{table}\n\n{provenance}\n", results
 
 
 def _write(out_dir, metrics_dir, text: str, results, cls_results, params: dict, returned: str) -> str:
+    """results.md (``text``), results.csv (both tasks' rows, column ``task``) and the plots; returns ``returned``."""
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "results.md", ".md") as tmp:
         tmp.write_text(text)
     frames = [df.assign(task=task) for df, task in ((results, "retrieval"), (cls_results, "classification"))
               if df is not None]
     with atomic_path(out_dir / "results.csv", ".csv") as tmp:
-        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+        (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_csv(tmp, index=False)
     with atomic_dir(out_dir / "plots") as tmp:
         for bench, chart, data in ((params["benchmark"], bar_chart, results),
                                    (params["benchmark_cls"], top1_chart, cls_results)):
