@@ -43,7 +43,8 @@ def test_standard_split_and_top_k_metrics(pipeline):
     for metrics in [pipeline["teacher"], *pipeline["cells"].values()]:
         assert set(metrics) >= {"top1", "top5", "train_seconds"}
         assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
-        assert (metrics["top1"] * 60 / 100) == pytest.approx(round(metrics["top1"] * 60 / 100))  # k of 60 correct
+        correct = metrics["top1"] * 60 / 100  # percent of 60 test images, rounded to 4 decimals
+        assert correct == pytest.approx(round(correct), abs=1e-3)
 
 
 def test_cells_use_the_classification_groups(pipeline):

@@ -73,7 +73,7 @@ def predict_logits(model: nn.Module, images: np.ndarray, rows: np.ndarray, spec:
                    device=torch.device("cpu")) -> torch.Tensor:
     """The model's (main) logits for ``images[rows]`` at the test view, N x C float32 on the CPU (eval mode)."""
     model.eval().to(device)
-    chunks = [model(eval_view(images[rows[i:i + batch_size]], spec).to(device)).logits.float().cpu()
+    chunks = [model(eval_view(images[rows[i:i + batch_size]], spec, device)).logits.float().cpu()
               for i in range(0, len(rows), batch_size)]
     return torch.cat(chunks)
 
@@ -161,7 +161,7 @@ def train_classifier(model: nn.Module, data: TrainData, recipe: ClassificationRe
             rows = data.rows[pos]
             target = torch.as_tensor(data.labels[pos], device=device)
             images = data.images[rows]
-            x = train_views(images, rows, view_s, seed=seed, stream=STREAM_CLS, view=epoch).to(device)
+            x = train_views(images, rows, view_s, seed=seed, stream=STREAM_CLS, view=epoch, device=device)
             out = model(x)
             task = {"ce": ce_weight * F.cross_entropy(out.logits, target)}
             method_terms = {}
@@ -169,7 +169,7 @@ def train_classifier(model: nn.Module, data: TrainData, recipe: ClassificationRe
                 out_t = None
                 if uses_teacher:
                     x_t = x if same_view else train_views(images, rows, view_t, seed=seed, stream=STREAM_CLS,
-                                                          view=epoch).to(device)
+                                                          view=epoch, device=device)
                     with torch.no_grad():
                         out_t = teacher(x_t)
                 extra = {"index": torch.as_tensor(pos, device=device)} if distiller.needs_sample_index else {}

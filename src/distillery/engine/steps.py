@@ -13,6 +13,7 @@ import torch
 
 from distillery.config import method_options, task_of
 from distillery.data.cache import PreparedDataset, prepare_dataset
+from distillery.engine import distributed
 from distillery.engine.checkpoint import file_sha256, load_model_weights, save_checkpoint
 from distillery.engine.classification import ClassificationRecipe, evaluate_classifier, train_classifier
 from distillery.engine.experiment import Paths, build_network, embed, eval_rows, train_data, view_spec
@@ -35,9 +36,24 @@ def _write_train_log(path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def _runtime(params: dict) -> torch.device:
+SPEED_KEYS = ("amp", "channels_last", "compile")  # training.* switches that apply to the teacher's training too
+
+
+def _runtime(params: dict, distributed_training: bool = False) -> torch.device:
+    """Seed, threads and device; a training stage under torchrun also joins the process group (its device is
+    then this rank's GPU)."""
     t = params["training"]
-    return setup_runtime(params["seed"], params.get("deterministic", True), t["threads"], t["device"])
+    device = setup_runtime(params["seed"], params.get("deterministic", True), t["threads"], t["device"])
+    return distributed.init_from_env(device) if distributed_training else device
+
+
+def _scale(recipe: Recipe, uses_kd_batch: bool) -> dict:
+    """World size and the global batch sizes of a (possibly distributed) run, for the metrics."""
+    world = distributed.world_size()
+    info = {"world_size": world, "effective_batch_size": recipe.ids_per_batch * recipe.samples_per_id * world}
+    if uses_kd_batch:
+        info["effective_kd_batch_size"] = recipe.kd_batch_size * world
+    return info
 
 
 def prepare(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True) -> dict:
@@ -60,19 +76,22 @@ def network_groups(params: dict, ds: str) -> tuple[dict, dict, dict]:
 
 def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True) -> dict:
     """Stage teacher@<ds>: train the gallery network (CE + triplet); write its checkpoint and metrics.
-
-    Classification datasets: the classifier (CE only, mdistiller recipe) and its top-1/top-5 instead."""
+    Under torchrun every rank trains; rank 0 alone evaluates and writes (the others return {}).
+    Classification datasets: the classifier (CE only, mdistiller recipe, single process) and its top-1/top-5."""
     if task_of(params, ds) == "classification":
         return _train_teacher_cls(params, ds, paths, progress)
-    device = _runtime(params)
+    device = _runtime(params, distributed_training=True)
     cfg, group = params["data"][ds], params["teacher"]
     prepared = PreparedDataset(paths.prepared(ds))
     data = train_data(prepared)
     model = build_network(group, data.num_classes, cfg["channels"])
     view = view_spec(group, cfg, train=True)
     run_id = f"teacher-{ds}-{_fingerprint(params['seed'], group, cfg, prepared.meta)}"
-    result = train(model, data, Recipe.from_params(group), view, seed=params["seed"], device=device,
+    recipe = Recipe.from_params({**group, **{k: params["training"][k] for k in SPEED_KEYS}})
+    result = train(model, data, recipe, view, seed=params["seed"], device=device,
                    checkpoint_path=paths.resume(run_id), progress=progress, desc=f"teacher {ds}")
+    if not distributed.is_main():
+        return {}
     save_checkpoint(paths.teacher(ds), {"model": model.state_dict(), "architecture": group,
                                         "num_classes": data.num_classes, "history": result.history})
     _write_train_log(paths.train_log(f"teacher-{ds}"), result.history)
@@ -82,7 +101,7 @@ def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool 
     g = q if rows["query"] is rows["gallery"] else embed(model, prepared.images, rows["gallery"], test_view, device=device)
     metrics = retrieval_metrics(q, prepared.labels(rows["query"]), g, prepared.labels(rows["gallery"]),
                                 exclude_self=rows["query"] is rows["gallery"], ks=params["evaluation"]["ks"])
-    metrics.update(train_seconds=round(result.seconds, 2), epochs=group["epochs"])
+    metrics.update(train_seconds=round(result.seconds, 2), epochs=group["epochs"], **_scale(recipe, False))
     write_json(paths.metrics(f"teacher-{ds}"), metrics)
     paths.resume(run_id).unlink(missing_ok=True)
     return metrics
@@ -127,10 +146,10 @@ def whitening(params: dict, ds: str, paths: Paths = Paths()) -> dict:
 
 
 def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(), progress: bool = True) -> dict:
-    """Train the student of ``method`` against the teacher of ``ds``; writes ``paths.student(cell)``."""
+    """Train the student of ``method`` against the teacher of ``ds``; writes ``paths.student(cell)`` (rank 0)."""
     if task_of(params, ds) == "classification":
         return _distill_cls(params, ds, method, cell, paths, progress)
-    device = _runtime(params)
+    device = _runtime(params, distributed_training=True)
     cfg, group = params["data"][ds], params["student"]
     prepared = PreparedDataset(paths.prepared(ds))
     data = train_data(prepared)
@@ -143,12 +162,13 @@ def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(
     result = train(student, data, recipe, view_spec(group, cfg, train=True), seed=params["seed"],
                    distiller=distiller, teacher=teacher, view_t=view_spec(params["teacher"], cfg, train=True),
                    device=device, checkpoint_path=paths.resume(run_id), progress=progress, desc=f"{method} {ds}")
-    save_checkpoint(paths.student(cell), {"model": student.state_dict(), "architecture": group, "method": method,
-                                          "num_classes": data.num_classes, "history": result.history})
-    _write_train_log(paths.train_log(cell), result.history)
-    paths.resume(run_id).unlink(missing_ok=True)
+    if distributed.is_main():
+        save_checkpoint(paths.student(cell), {"model": student.state_dict(), "architecture": group, "method": method,
+                                              "num_classes": data.num_classes, "history": result.history})
+        _write_train_log(paths.train_log(cell), result.history)
+        paths.resume(run_id).unlink(missing_ok=True)
     return {"train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
-            "effective_batch_size": recipe.ids_per_batch * recipe.samples_per_id}
+            **_scale(recipe, distiller.uses_teacher)}
 
 
 def evaluate(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(), extra: dict | None = None) -> dict:
@@ -225,7 +245,13 @@ def _top_k(params: dict, model, prepared: PreparedDataset, group: dict, cfg: dic
     return {k: round(v, 4) for k, v in metrics.items()}
 
 
+def _single_process(what: str) -> None:
+    if distributed.launched_ranks() > 1:
+        raise ValueError(f"{what}: the classification trainer runs in one process; launch it without torchrun")
+
+
 def _train_teacher_cls(params: dict, ds: str, paths: Paths, progress: bool) -> dict:
+    _single_process(f"teacher_cls@{ds}")
     device = _runtime(params)
     cfg, group = params["data"][ds], params["teacher_cls"]
     prepared = PreparedDataset(paths.prepared(ds))
@@ -246,6 +272,7 @@ def _train_teacher_cls(params: dict, ds: str, paths: Paths, progress: bool) -> d
 
 
 def _distill_cls(params: dict, ds: str, method: str, cell: str, paths: Paths, progress: bool) -> dict:
+    _single_process(f"{method} on {ds}")
     device = _runtime(params)
     cfg = params["data"][ds]
     teacher_group, group, recipe_group = network_groups(params, ds)
@@ -267,7 +294,7 @@ def _distill_cls(params: dict, ds: str, method: str, cell: str, paths: Paths, pr
     _write_train_log(paths.train_log(cell), result.history)
     paths.resume(run_id).unlink(missing_ok=True)
     return {"train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
-            "batch_size": recipe.batch_size}
+            "world_size": 1, "effective_batch_size": recipe.batch_size}
 
 
 def _evaluate_cls(params: dict, ds: str, cell: str, paths: Paths, extra: dict | None) -> dict:

@@ -7,6 +7,13 @@ separate shuffled KD batch that the student sees at its own view and the frozen 
 
 Every random choice (batches, views) is a function of (seed, epoch), so an interrupted run that resumes from
 the last epoch checkpoint reproduces the uninterrupted run bit for bit on CPU.
+
+Speed (see ``engine/accel.py``): views are made on the training device from the uploaded uint8 batch, the
+teacher runs under ``inference_mode``, optional autocast (``amp``), ``channels_last`` and ``torch.compile``;
+on CUDA the loop does not wait for a step's loss (its NaN check and running sums read it one step later).
+Distributed (see ``engine/distributed.py``, launched with ``torchrun``): each rank trains on its shard of the
+epoch's batch lists with a DDP student; the method sees the KD outputs of the global batch (gathered, with
+gradient for the local slice); only rank 0 writes the checkpoint and prints.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from tqdm import tqdm
 
 from distillery.data.samplers import identity_batches, shuffled_batches
 from distillery.data.transforms import ViewSpec, train_views
+from distillery.engine import accel, distributed
 from distillery.engine.checkpoint import load_checkpoint, save_checkpoint
 from distillery.engine.schedule import warmup_cosine_lr
 from distillery.losses.base import Distiller
 from distillery.losses.functional import triplet_loss
 from distillery.models.shapes import probe_shapes
+from distillery.utils.device import to_device
 
 STREAM_IDENTITY, STREAM_KD_STUDENT, STREAM_KD_TEACHER = 0, 1, 2
 
@@ -73,6 +82,9 @@ class Recipe:
     ce_weight: float = 1.0
     triplet_weight: float = 1.0
     grad_clip: float | None = None
+    amp: str = "none"  # none | bf16 | fp16 (CUDA only; float32 elsewhere)
+    channels_last: bool = False
+    compile: bool = False
 
     @classmethod
     def from_params(cls, group: dict) -> "Recipe":
@@ -106,33 +118,67 @@ def _check_finite(loss, terms, epoch, step, checkpoint_path):
                                f"lower the learning rate or the method's kd_weight")
 
 
+class _LossSums:
+    """An epoch's sums of the loss terms. Every step's loss is checked for NaN/inf (TrainingDiverged); with
+    ``lag`` = 1 (CUDA) a step's values are read one step later, when the GPU has long finished them."""
+
+    def __init__(self, lag: int, epoch: int, checkpoint_path: Path):
+        self.lag, self.epoch, self.checkpoint_path = lag, epoch, checkpoint_path
+        self.pending: list = []
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        self.pending.append((step, loss.detach(), {k: v.detach() for k, v in terms.items()}))
+        while len(self.pending) > self.lag:
+            self._settle(*self.pending.pop(0))
+
+    def _settle(self, step, loss, terms) -> None:
+        _check_finite(loss, terms, self.epoch, step, self.checkpoint_path)
+        for k, v in {"loss": loss, **terms}.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        """Mean of every term over the epoch's steps and over ranks."""
+        while self.pending:
+            self._settle(*self.pending.pop(0))
+        return {k: v / max(self.count, 1) for k, v in distributed.mean_over_ranks(self.sums).items()}
+
+
 def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *, seed: int,
           checkpoint_path, distiller: Distiller | None = None, teacher: nn.Module | None = None,
           view_t: ViewSpec | None = None, device=torch.device("cpu"), progress: bool = True,
-          desc: str = "train", stop_after_steps: int | None = None) -> TrainResult:
-    """Train ``model`` (in place) and write an atomic checkpoint after every epoch.
+          desc: str = "train", stop_after_steps: int | None = None, step_callback=None) -> TrainResult:
+    """Train ``model`` (in place) and write an atomic checkpoint after every epoch (rank 0).
 
     If ``checkpoint_path`` holds a checkpoint of this run, training resumes after its last finished epoch.
-    ``stop_after_steps`` (tests only) stops the run abruptly after that many optimisation steps.
+    ``stop_after_steps`` (tests only) stops the run abruptly after that many optimisation steps;
+    ``step_callback(steps_done)`` (benchmarks) is called after every optimisation step.
     """
     checkpoint_path = Path(checkpoint_path)
     uses_teacher = distiller is not None and distiller.uses_teacher
     if uses_teacher and (teacher is None or view_t is None):
         raise ValueError("a distillation method that uses a teacher needs `teacher` and `view_t`")
-    model.to(device)
+    device = torch.device(device)
+    main, progress = distributed.is_main(), progress and distributed.is_main()
+    amp = accel.resolve_amp(recipe.amp, device)
+    accel.prepare_module(model, device, recipe.channels_last)
     if distiller is not None:
         distiller.to(device)
         channels = data.images.shape[-1]
         shapes_t = probe_shapes(teacher, (channels, view_t.resolution, view_t.resolution)) if uses_teacher else {}
         distiller.setup(probe_shapes(model, (channels, view_s.resolution, view_s.resolution)), shapes_t)
         distiller.to(device)
+        distributed.broadcast_module(distiller)
     if uses_teacher:
-        teacher.to(device).eval()
+        accel.prepare_module(teacher, device, recipe.channels_last).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
         distiller.bind_teacher(teacher)
     params = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    scaler = accel.make_scaler(amp, device)
 
     result, start_epoch = TrainResult(), 0
     if checkpoint_path.exists():
@@ -141,8 +187,19 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         if distiller is not None and state.get("distiller"):
             distiller.load_state_dict(state["distiller"])
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, result.history = state["epoch"], state["history"]
         result.seconds, result.resumed_from_epoch = state.get("seconds", 0.0), start_epoch
+    net = accel.maybe_compile(distributed.wrap_model(model, device), recipe.compile)
+    teacher_net = accel.maybe_compile(teacher, recipe.compile) if uses_teacher else None
+    fields_t = distiller.teacher_outputs if uses_teacher else ()
+    fields_s = tuple(dict.fromkeys((*fields_t, *distiller.student_outputs))) if uses_teacher else ()
+    connector_params = list(distiller.parameters()) if distiller is not None else []
+
+    def views(images, image_rows, spec, stream, epoch):
+        x = train_views(images, image_rows, spec, seed=seed, stream=stream, view=epoch, device=device)
+        return x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
 
     steps_done = 0
     for epoch in range(start_epoch, recipe.epochs):
@@ -150,58 +207,66 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         lr = warmup_cosine_lr(epoch, recipe.lr, recipe.epochs, recipe.warmup_epochs, recipe.cosine_start)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        id_batches = identity_batches(data.labels, recipe.ids_per_batch, recipe.samples_per_id, seed=seed, epoch=epoch)
-        kd_batches = shuffled_batches(len(data.rows), recipe.kd_batch_size, seed=seed, epoch=epoch) if uses_teacher else None
+        id_batches = distributed.shard(identity_batches(data.labels, recipe.ids_per_batch, recipe.samples_per_id,
+                                                        seed=seed, epoch=epoch))
+        kd_batches = distributed.shard(shuffled_batches(len(data.rows), recipe.kd_batch_size, seed=seed,
+                                                        epoch=epoch)) if uses_teacher else None
         n_steps = min(len(id_batches), len(kd_batches)) if uses_teacher else len(id_batches)
         if n_steps == 0:
-            raise ValueError(f"an epoch has no full batch: {len(data.rows)} training images are fewer than a batch; "
-                             f"lower ids_per_batch/samples_per_id or kd_batch_size")
-        model.train()
+            raise ValueError(f"an epoch has no full batch per rank: {len(data.rows)} training images are fewer than "
+                             f"{distributed.world_size()} rank(s) x a batch; lower ids_per_batch/samples_per_id or "
+                             f"kd_batch_size")
+        net.train()
         if distiller is not None:
             distiller.train()
-        sums: dict[str, float] = {}
+        sums = _LossSums(1 if device.type == "cuda" else 0, epoch, checkpoint_path)
         bar = tqdm(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress,
                    leave=False, mininterval=1)
         for step in bar:
             pos = id_batches[step]
             rows = data.rows[pos]
-            target = torch.as_tensor(data.labels[pos], device=device)
-            x = train_views(data.images[rows], rows, view_s,
-                            seed=seed, stream=STREAM_IDENTITY, view=epoch).to(device)
-            terms = _task_loss(model(x), target, recipe)
+            target = to_device(torch.as_tensor(data.labels[pos]), device)
+            x = views(data.images[rows], rows, view_s, STREAM_IDENTITY, epoch)
+            with accel.autocast(amp, device):
+                out = net(x)
+            terms = _task_loss(accel.float_outputs(out, amp), target, recipe)
             if uses_teacher:
                 kd_pos = kd_batches[step]
                 kd_rows = data.rows[kd_pos]
-                kd_images = data.images[kd_rows]
-                xs = train_views(kd_images, kd_rows, view_s, seed=seed, stream=STREAM_KD_STUDENT, view=epoch).to(device)
-                xt = train_views(kd_images, kd_rows, view_t, seed=seed, stream=STREAM_KD_TEACHER, view=epoch).to(device)
-                with torch.no_grad():
-                    out_t = teacher(xt)
-                kd_target = torch.as_tensor(data.labels[kd_pos], device=device)
-                terms.update(distiller(model(xs), out_t, kd_target))
+                kd_images = to_device(torch.as_tensor(np.ascontiguousarray(data.images[kd_rows])), device)
+                xs = views(kd_images, kd_rows, view_s, STREAM_KD_STUDENT, epoch)
+                xt = views(kd_images, kd_rows, view_t, STREAM_KD_TEACHER, epoch)
+                out_t = accel.teacher_forward(teacher_net, xt, fields_t, amp)
+                with accel.autocast(amp, device):
+                    out_s = net(xs)
+                out_s = distributed.gather_outputs(accel.float_outputs(out_s, amp), fields_s, with_grad=True)
+                out_t = distributed.gather_outputs(out_t, fields_t, with_grad=False)
+                kd_target = distributed.all_gather(to_device(torch.as_tensor(data.labels[kd_pos]), device))
+                terms.update(distiller(out_s, out_t, kd_target))
             loss = sum(terms.values())
-            _check_finite(loss, terms, epoch, step, checkpoint_path)
+            sums.add(step, loss, terms)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-            optimizer.step()
-            for k, v in {"loss": loss, **terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", refresh=False)
+            accel.backward(loss, scaler)
+            distributed.average_gradients(connector_params)
+            accel.clip_and_step(optimizer, scaler, params, recipe.grad_clip)
+            if progress and sums.count:
+                bar.set_postfix(loss=f"{sums.sums['loss'] / sums.count:.3f}", refresh=False)
             steps_done += 1
+            if step_callback is not None:
+                step_callback(steps_done)
             if stop_after_steps is not None and steps_done >= stop_after_steps:
                 raise KeyboardInterrupt(f"stopped after {steps_done} steps (test hook)")
+        distributed.broadcast_module(model)  # DDP syncs weights; BN running statistics drift per rank until here
         seconds = time.perf_counter() - t0
         result.seconds += seconds
-        record = {"epoch": epoch + 1, "lr": lr, "steps": n_steps, "seconds": round(seconds, 3),
-                  **{k: v / n_steps for k, v in sums.items()}}
+        record = {"epoch": epoch + 1, "lr": lr, "steps": n_steps, "seconds": round(seconds, 3), **sums.means()}
         result.history.append(record)
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}/{recipe.epochs}: " +
                        " ".join(f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "steps")))
-        save_checkpoint(checkpoint_path, {
-            "model": model.state_dict(), "distiller": distiller.state_dict() if distiller is not None else None,
-            "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": result.history,
-            "seconds": result.seconds})
+        if main:
+            save_checkpoint(checkpoint_path, {
+                "model": model.state_dict(), "distiller": distiller.state_dict() if distiller is not None else None,
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                "history": result.history, "seconds": result.seconds})
     return result

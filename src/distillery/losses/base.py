@@ -33,6 +33,7 @@ class Distiller(nn.Module):
     """
 
     teacher_outputs: tuple[str, ...] = ("embedding",)
+    student_outputs: tuple[str, ...] = ()  # student fields read beyond teacher_outputs (gathered when distributed)
     needs_equal_embedding_dims: bool = False
     needs_sample_index: bool = False
     teacher_train_mode: bool = False

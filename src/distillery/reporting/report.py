@@ -30,6 +30,14 @@ READMEs, `configs/paper_numbers.yaml`).
 """
 
 
+def _provenance_line(params: dict, results, ds: str) -> str:
+    hashes = results.loc[(results["dataset"] == ds) & results["teacher_sha256"].notna(), "teacher_sha256"]
+    teacher, student = params["teacher"], params["student"]
+    return (f"- `{ds}`: seed {params['seed']}, teacher `{teacher['model']}` @ {teacher['resolution']} px, "
+            f"student `{student['model']}` @ {student['resolution']} px, teacher checkpoint sha256 "
+            f"`{hashes.iloc[0] if len(hashes) else 'unknown'}`")
+
+
 def build_report(params: dict, metrics_dir="metrics", out_dir="reports", paper_file="configs/paper_numbers.yaml") -> str:
     """Write the tables and plots; returns the markdown tables (retrieval, then classification)."""
     bench = params["benchmark"]
@@ -42,11 +50,7 @@ def build_report(params: dict, metrics_dir="metrics", out_dir="reports", paper_f
     results = collect_results(metrics_dir, bench["datasets"], bench["methods"])
     results = attach_paper_numbers(results, paper, settings)
     table = markdown_table(results)
-    provenance = "\n".join(
-        f"- `{ds}`: seed {params['seed']}, teacher `{params['teacher']['model']}` @ {params['teacher']['resolution']} px, "
-        f"student `{params['student']['model']}` @ {params['student']['resolution']} px, teacher checkpoint sha256 "
-        f"`{results[(results['dataset'] == ds) & results['teacher_sha256'].notna()]['teacher_sha256'].iloc[0] if results['teacher_sha256'].notna().any() else '?'}`"
-        for ds in bench["datasets"])
+    provenance = "\n".join(_provenance_line(params, results, ds) for ds in bench["datasets"])
     text = (f"{INTRO}\n{table}\n\n## Provenance\n{provenance}\n\nMethod hyper-parameters: `params.yaml` "
             f"(`methods.<name>`); per-cell metrics: `metrics/bench/<dataset>-<method>.json`.\n")
     if cls_section:
