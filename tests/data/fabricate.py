@@ -230,6 +230,43 @@ def make_gldv2(root, meta: bool = False) -> Path:
     return root
 
 
+SVD_TRAIN_GT = [("tq0", "tc0", 1), ("tq0", "tc1", 0), ("tq1", "tc2", 1)]
+SVD_TEST_GT = [("q0", "c0", 1), ("q0", "c1", 0), ("q0", "c2", 1), ("q1", "c1", 1), ("q1", "c3", 0)]
+SVD_UNLABELED = ["u0", "u1", "u2"]
+SVD_FRAMES = {"tq0": 3, "tc0": 2, "tc1": 2, "tq1": 2, "tc2": 3, "q0": 4, "q1": 2,
+              "c0": 3, "c1": 2, "c2": 5, "c3": 2, "u0": 2, "u1": 3, "u2": 1}
+
+
+def make_svd(root, flat: bool = False) -> Path:
+    """SVD in whiten_mtd's layout: metadata-release/{all-video-id, labeled-data-id, unlabeled-data-id, query-id,
+    groundtruth, train_groundtruth, test_groundtruth} (ids written with ``.mp4``), num_frames and
+    frames/<id>/<NNNN>.jpg (8 x 8) with ``SVD_FRAMES`` frames per video. ``flat``: the metadata files at the
+    root under whiten_mtd's config key names (all_video_id, labeled_id, ...; num_frames as frame_count_file).
+    Ground truth ``SVD_TRAIN_GT`` / ``SVD_TEST_GT``; distractors ``SVD_UNLABELED``. Default read: train 12
+    frames of 5 videos, query 6 frames of 2 videos, gallery 12 + 6 frames of 4 labeled + 3 unlabeled videos."""
+    root = Path(root)
+    queries = list(dict.fromkeys(q for q, _, _ in SVD_TRAIN_GT + SVD_TEST_GT))
+    labeled = list(dict.fromkeys(c for _, c, _ in SVD_TRAIN_GT + SVD_TEST_GT))
+    names = {"all_video_id": "all-video-id", "labeled_id": "labeled-data-id", "unlabeled_id": "unlabeled-data-id",
+             "query_id": "query-id", "groundtruth": "groundtruth", "train_groundtruth": "train_groundtruth",
+             "test_groundtruth": "test_groundtruth"}
+    meta = root if flat else root / "metadata-release"
+    files = {
+        "all_video_id": queries + labeled + SVD_UNLABELED, "labeled_id": labeled, "unlabeled_id": SVD_UNLABELED,
+        "query_id": queries,
+    }
+    for key, ids in files.items():
+        _write(meta / (key if flat else names[key]), [f"{v}.mp4" for v in ids])
+    for key, pairs in (("groundtruth", SVD_TRAIN_GT + SVD_TEST_GT), ("train_groundtruth", SVD_TRAIN_GT),
+                       ("test_groundtruth", SVD_TEST_GT)):
+        _write(meta / key, [f"{q}.mp4 {c}.mp4 {lab}" for q, c, lab in pairs])
+    _write(root / ("frame_count_file" if flat else "num_frames"), [f"{v} {n}" for v, n in SVD_FRAMES.items()])
+    for i, (vid, n) in enumerate(SVD_FRAMES.items()):
+        for f in range(n):
+            write_jpeg(root / "frames" / vid / f"{f:04d}.jpg", seed=100 * i + f, label=i)
+    return root
+
+
 def _idx_bytes(array: np.ndarray) -> bytes:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     return header + array.astype(np.uint8).tobytes()
@@ -263,5 +300,5 @@ MAKERS = {
     "fashion_mnist": make_fashion_mnist,
     "cub200": make_cub200, "inshop": make_inshop, "sop": make_sop, "msmt17": make_msmt17,
     "cars196": make_cars196, "cifar100": make_cifar100, "imagenet": make_imagenet,
-    "roxford5k": make_roxford5k, "rparis6k": make_rparis6k, "gldv2": make_gldv2,
+    "roxford5k": make_roxford5k, "rparis6k": make_rparis6k, "gldv2": make_gldv2, "svd": make_svd,
 }
