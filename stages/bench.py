@@ -1,4 +1,5 @@
-"""DVC stage bench@<dataset>-<method>: distill and evaluate one cell of the benchmark matrix."""
+"""DVC stage bench@<dataset>-<method> (bench_cls@... for classification): distill and evaluate one cell of the
+benchmark matrix."""
 
 from distillery.cli import run_stage, stage_parser
 from distillery.engine import distributed, steps
@@ -16,7 +17,7 @@ def main(args, params):
         return
     metrics = steps.evaluate(params, args.dataset, args.method, cell, extra=info)
     write_json(f"metrics/bench/{cell}.json", {**steps.provenance(params, args.dataset, args.method), **metrics})
-    print(f"{cell}: asymmetric mAP {metrics['asym_map']:.2f}, symmetric mAP {metrics['sym_map']:.2f}")
+    print(f"{cell}: {steps.summary(metrics)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""DVC stage evaluate: the focus experiment's retrieval metrics (flat numeric JSON, DVC top-level metrics)."""
+"""DVC stage evaluate: the focus experiment's metrics (retrieval mAP/R@k or classification top-1/top-5; flat
+numeric JSON, DVC top-level metrics)."""
 
 from distillery.cli import run_stage, stage_parser
 from distillery.engine import steps
@@ -12,7 +13,7 @@ def main(args, params):
     metrics = steps.evaluate(params, ds, method, "focus", extra=read_json("metrics/focus_train.json"))
     write_json("metrics/focus.json", metrics)
     write_json("metrics/focus_provenance.json", steps.provenance(params, ds, method))
-    print(f"{method} on {ds}: asymmetric mAP {metrics['asym_map']:.2f}, symmetric mAP {metrics['sym_map']:.2f}")
+    print(f"{method} on {ds}: {steps.summary(metrics)}")
 
 
 if __name__ == "__main__":

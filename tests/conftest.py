@@ -35,6 +35,19 @@ def tiny_params(data_root: Path) -> dict:
                 hyper[key] = min(hyper[key], 20)
     params["evaluation"]["batch_size"] = 64
     params["benchmark"]["methods"] = ["vanilla", "kd", "fitnet"]
+    params["benchmark_cls"].update(datasets=[], methods=[])  # classification: see tiny_cls_params
+    return params
+
+
+def tiny_cls_params(data_root: Path) -> dict:
+    """Classification-only tiny params (dataset ``fashion_mnist_cls`` at ``data_root``, 2 epochs, batch 16)."""
+    params = tiny_params(data_root)
+    params["data"]["fashion_mnist_cls"].update(root=str(data_root), max_train_per_class=None, max_test_per_class=None)
+    for group in ("teacher_cls", "training_cls"):
+        params[group].update(epochs=2, lr_decay_epochs=[1], batch_size=16)
+    params["benchmark"].update(datasets=[], methods=[])
+    params["benchmark_cls"].update(datasets=["fashion_mnist_cls"], methods=["vanilla", "dkd", "sdd_kd"])
+    params.update(dataset="fashion_mnist_cls", method="dkd")
     return params
 
 

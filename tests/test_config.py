@@ -65,6 +65,31 @@ def test_focus_dataset_must_be_in_benchmark(base):
     assert "benchmark.datasets" in _error(base, mutate)
 
 
+def test_classification_override_is_validated_and_merged(base):
+    from distillery.config import method_options
+
+    assert "methods.kd.classification.temprature" in _error(
+        base, lambda p: p["methods"]["kd"].update(classification={"temprature": 4.0}))
+    assert "must be a mapping" in _error(base, lambda p: p["methods"]["kd"].update(classification=4.0))
+    assert "methods.dkd.ce_weight must be >= 0" in _error(base, lambda p: p["methods"]["dkd"].update(ce_weight=-1.0))
+    params = copy.deepcopy(base)
+    params["methods"]["kd"] = {"kd_weight": 1.0, "temperature": 2.0, "classification": {"temperature": 4.0}}
+    assert method_options(params, "kd") == {"kd_weight": 1.0, "temperature": 2.0}
+    assert method_options(params, "kd", "classification") == {"kd_weight": 1.0, "temperature": 4.0}
+
+
+def test_benchmark_datasets_match_their_task(base):
+    assert "move it to benchmark_cls.datasets" in _error(
+        base, lambda p: p["benchmark"]["datasets"].append("fashion_mnist_cls"))
+    assert "move it to benchmark.datasets" in _error(
+        base, lambda p: p["benchmark_cls"]["datasets"].append("fashion_mnist"))
+    assert "teacher_cls.lr_decay_epochs must be a list of epoch numbers" in _error(
+        base, lambda p: p["teacher_cls"].update(lr_decay_epochs=["ten"]))
+    params = copy.deepcopy(base)
+    params.update(dataset="fashion_mnist_cls", method="dkd")  # the focus experiment may be either task
+    validate(params)
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")

@@ -15,6 +15,7 @@ from distillery.losses.registry import available_methods
 
 ROOT = Path(__file__).parents[1]
 PRESETS = ["cub200", "inshop", "sop", "msmt17"]
+CLS_PRESETS = ["cifar100", "imagenet"]
 PENDING = {"msmt17": "needs H x W resolutions and store_size in ViewSpec / the config schema"}
 DML_PRESETS = {"cars196": "cars196", "cub200_dml": "cub200"}  # S2SD presets -> dataset key under paper `s2sd`
 
@@ -44,14 +45,18 @@ def registered(monkeypatch):
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=True))
-                                  if n in PENDING else n for n in PRESETS])
+                                  if n in PENDING else n for n in PRESETS + CLS_PRESETS])
 def test_preset_merges_into_valid_params(name, registered):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     preset = _load(name)
     assert set(preset) <= set(params)
     merged = validate(_merge(params, preset))
     assert merged["dataset"] == name and merged["methods"] == preset["methods"]
-    assert set(merged["methods"]) == set(available_methods())
+    used = set(merged["benchmark"]["methods"]) | set(merged["benchmark_cls"]["methods"]) | {merged["method"]}
+    assert used <= set(merged["methods"]) <= set(available_methods())
+    task = "classification" if name in CLS_PRESETS else "retrieval"
+    assert merged["data"][name]["task"] == task
+    assert merged["benchmark_cls" if task == "classification" else "benchmark"]["datasets"] == [name]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -64,9 +69,35 @@ def test_preset_setting_has_paper_numbers(name):
         assert set(row) == {"map", "r1"} and all(0.0 <= v <= 100.0 for v in row.values())
 
 
+@pytest.mark.parametrize("name", CLS_PRESETS)
+def test_classification_preset_setting_has_paper_numbers(name):
+    paper = yaml.safe_load((ROOT / "configs" / "paper_numbers.yaml").read_text())["classification"]
+    preset = _load(name)
+    setting = re.search(r"setting (\S+)", (ROOT / "configs" / f"{name}.yaml").read_text()).group(1)
+    assert preset["data"][name]["paper_setting"] == setting
+    assert setting == f"{preset['teacher_cls']['model']}-{preset['student_cls']['model']}"
+    assert set(paper[name][setting]) <= set(preset["methods"])
+
+
+def test_classification_paper_numbers():
+    paper = yaml.safe_load((ROOT / "configs" / "paper_numbers.yaml").read_text())["classification"]
+    models = set(distillery.models.available_models())
+    for dataset, settings in paper.items():
+        for setting, rows in settings.items():
+            assert set(setting.split("-")) <= models, setting  # <teacher>-<student> in Distillery names
+            assert set(rows) <= set(available_methods()) | {"teacher"}
+            for row in rows.values():
+                assert set(row) <= {"top1", "top5"} and all(0.0 < v < 100.0 for v in row.values())
+    assert paper["cifar100"]["resnet32x4-resnet8x4"] == {"kd": {"top1": 73.33}, "dkd": {"top1": 76.32},
+                                                         "dot": {"top1": 75.12}}
+    assert paper["cifar100"]["resnet32x4-shufflev2"]["sdd_dkd"] == {"top1": 78.05}
+    assert paper["imagenet"]["resnet50-mobilenetv1"]["sdd_nkd"] == {"top1": 73.12, "top5": 91.11}
+    assert paper["cub200"]["vgg13-vgg8"]["sdd_nkd"] == {"top1": 68.37}
+
+
 def test_paper_numbers_cover_four_settings_of_every_method():
     paper = yaml.safe_load((ROOT / "configs" / "paper_numbers.yaml").read_text())
-    assert sorted(set(paper) - {"s2sd"}) == sorted(PRESETS)
+    assert sorted(set(paper) - {"s2sd", "classification"}) == sorted(PRESETS)
     for settings in (paper[name] for name in PRESETS):
         assert len(settings) == 4
         for rows in settings.values():

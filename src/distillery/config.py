@@ -100,6 +100,13 @@ RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM, "warmup_epochs": NONNEG_INT, 
                  "sampler": Field(str, choices=("identity", "class_balanced"), nullable=True),
                  "optimizer": Field(str, choices=("sgd", "adam"), nullable=True),
                  "extra_weight_decay": Field(float, min=0.0, nullable=True)}
+CLS_RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM,
+                     "lr_decay_epochs": Field(list, check=lambda v: None if all(isinstance(e, int) and not
+                                              isinstance(e, bool) and e >= 0 for e in v) else
+                                              f"must be a list of epoch numbers, got {v!r}"),
+                     "lr_decay_rate": Field(float, positive=True, max=1.0), "weight_decay": NONNEG,
+                     "momentum": Field(float, min=0.0, max=1.0), "batch_size": Field(int, min=2),
+                     "grad_clip": Field(float, positive=True, nullable=True)}
 DATASET_SCHEMA = {
     "reader": Field(str), "root": Field(str), "task": Field(str, choices=("retrieval", "classification")),
     "reader_options": Field(dict), "channels": Field(int, choices=(1, 3)), "store_size": Field(int, min=8, nullable=True),
@@ -122,9 +129,15 @@ SCHEMA: dict[str, Any] = {
     "whitening": {"out_dim": Field(int, min=1, nullable=True), "floor_ratio": Field(float, min=0.0),
                   "power": Field(float, min=0.0)},
     "benchmark": {"datasets": Field(list), "methods": Field(list)},
+    # classification task (mdistiller recipe): its own networks, recipes and benchmark matrix
+    "teacher_cls": {**VIEW_SCHEMA, **CLS_RECIPE_SCHEMA, "epochs": NONNEG_INT},  # 0: keep pretrained weights
+    "student_cls": VIEW_SCHEMA,
+    "training_cls": CLS_RECIPE_SCHEMA,
+    "benchmark_cls": {"datasets": Field(list), "methods": Field(list)},
 }
 REQUIRED_TOP = ("dataset", "method", "seed", "data", "teacher", "student", "training", "evaluation", "methods",
-                "benchmark")
+                "benchmark", "teacher_cls", "student_cls", "training_cls", "benchmark_cls")
+TASK_OVERRIDE = "classification"  # methods.<name>.classification: hyper-parameters that differ in that task
 
 
 def _check_group(prefix: str, group: Any, schema: dict) -> None:
@@ -164,21 +177,43 @@ def _check_methods(methods: Any) -> None:
     for name, hyper in methods.items():
         if name not in registered:
             raise ConfigError(f"methods.{name}: unknown method{_nearest(name, registered)}")
-        valid = method_hyperparameters(name)
-        for key, value in (hyper or {}).items():
-            if key not in valid:
-                raise ConfigError(f"unknown parameter methods.{name}.{key}{_nearest(key, valid)}")
-            default = valid[key]
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
-                Field(float if isinstance(default, float) else int).validate(f"methods.{name}.{key}", value)
-                if key == "kd_weight" and value < 0:
-                    raise ConfigError(f"methods.{name}.kd_weight must be >= 0, got {value!r}")
-            elif isinstance(default, bool):
-                Field(bool).validate(f"methods.{name}.{key}", value)
+        hyper = dict(hyper or {})
+        override = hyper.pop(TASK_OVERRIDE, None)
+        if override is not None and not isinstance(override, dict):
+            raise ConfigError(f"methods.{name}.{TASK_OVERRIDE} must be a mapping of hyper-parameters")
+        _check_hyperparameters(f"methods.{name}", name, hyper, method_hyperparameters(name))
+        _check_hyperparameters(f"methods.{name}.{TASK_OVERRIDE}", name, override or {}, method_hyperparameters(name))
         try:  # the constructor checks the rest (choices, lists such as s2sd's target_dims)
-            build_method(name, **(hyper or {}))
+            build_method(name, **hyper)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"methods.{name}: {err}") from None
+
+
+def _check_hyperparameters(prefix: str, name: str, hyper: dict, valid: dict) -> None:
+    for key, value in hyper.items():
+        if key not in valid:
+            raise ConfigError(f"unknown parameter {prefix}.{key}{_nearest(key, valid)}")
+        default = valid[key]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            Field(float if isinstance(default, float) else int).validate(f"{prefix}.{key}", value)
+            if key in ("kd_weight", "ce_weight") and value < 0:
+                raise ConfigError(f"{prefix}.{key} must be >= 0, got {value!r}")
+        elif isinstance(default, bool):
+            Field(bool).validate(f"{prefix}.{key}", value)
+
+
+def method_options(params: dict, method: str, task: str = "retrieval") -> dict:
+    """Hyper-parameters of ``method`` for ``task``: ``methods.<method>`` without its ``classification`` entry,
+    updated with that entry's values when ``task`` is classification (one group per method; the entry holds
+    only what differs in the classification task, e.g. mdistiller's KD temperature and CE weight)."""
+    group = dict(params["methods"][method] or {})
+    override = group.pop(TASK_OVERRIDE, None) or {}
+    return {**group, **override} if task == "classification" else group
+
+
+def task_of(params: dict, dataset: str) -> str:
+    """``retrieval`` or ``classification`` (``data.<dataset>.task``)."""
+    return params["data"][dataset]["task"]
 
 
 def validate(params: dict) -> dict:
@@ -202,11 +237,17 @@ def validate(params: dict) -> dict:
             _check_group(key, params[key], spec)
         else:
             spec.validate(key, params[key])
-    bench = params["benchmark"]
-    for name in bench["datasets"] + [params["dataset"]]:
+    bench, bench_cls = params["benchmark"], params["benchmark_cls"]
+    for name in bench["datasets"] + bench_cls["datasets"] + [params["dataset"]]:
         if name not in params["data"]:
             raise ConfigError(f"dataset {name!r} has no entry under data{_nearest(name, params['data'])}")
-    for name in bench["methods"] + [params["method"]]:
+    for group, task in (("benchmark", "retrieval"), ("benchmark_cls", "classification")):
+        for name in params[group]["datasets"]:
+            if task_of(params, name) != task:
+                other = "benchmark_cls" if group == "benchmark" else "benchmark"
+                raise ConfigError(f"{group}.datasets lists {name!r} whose data.{name}.task is not {task}; "
+                                  f"move it to {other}.datasets")
+    for name in bench["methods"] + bench_cls["methods"] + [params["method"]]:
         if name not in params["methods"]:
             raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
     for name, hyper in params["methods"].items():
@@ -215,9 +256,10 @@ def validate(params: dict) -> dict:
             if value is not None and value > params["training"]["kd_batch_size"]:
                 raise ConfigError(f"methods.{name}.{key} = {value} exceeds training.kd_batch_size = "
                                   f"{params['training']['kd_batch_size']}; lower it (the ranking is taken in-batch)")
-    if params["dataset"] not in bench["datasets"]:
-        raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets; add it "
-                          f"(e.g. -S 'benchmark.datasets=[{params['dataset']}]') so its teacher stages exist")
+    if params["dataset"] not in bench["datasets"] + bench_cls["datasets"]:
+        group = "benchmark_cls" if task_of(params, params["dataset"]) == "classification" else "benchmark"
+        raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets or benchmark_cls.datasets; add "
+                          f"it (e.g. -S '{group}.datasets=[{params['dataset']}]') so its teacher stages exist")
     return params
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from distillery.config import method_options
 from distillery.data.transforms import ViewSpec
 from distillery.engine.trainer import Recipe, TrainData, train
 from distillery.losses import functional
@@ -24,7 +25,10 @@ from distillery.models.heads import RetrievalHead
 from distillery.models.shapes import probe_shapes
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
-PARAMS = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())["methods"]
+ALL_PARAMS = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+PARAMS = {name: method_options(ALL_PARAMS, name) for name in ALL_PARAMS["methods"]}  # retrieval hyper-parameters
+# classification-only methods (tested in tests/losses/test_cls_methods.py on classification networks)
+CLS_ONLY = set(ALL_PARAMS["benchmark_cls"]["methods"]) - set(ALL_PARAMS["benchmark"]["methods"])
 B, RES_S, RES_T = 8, 14, 28
 
 
@@ -124,23 +128,25 @@ PERTURBED = {
              "feat_weight": 5.0, "feat_distill_delay": 0},
 }
 
-KD_METHODS = [m for m in available_methods() if build_method(m).uses_teacher]
+KD_METHODS = [m for m in available_methods() if build_method(m).uses_teacher and m not in CLS_ONLY]
 SELF_METHODS = [m for m in available_methods() if not build_method(m).uses_teacher and m not in NO_TERM]
 
 
 @pytest.mark.parametrize("name", available_methods())
 def test_every_method_is_in_a_table(name):
-    assert name in REFERENCE or name in SELF_REFERENCE or name in NO_TERM, \
+    assert name in REFERENCE or name in SELF_REFERENCE or name in NO_TERM or name in CLS_ONLY, \
         f"add {name} to REFERENCE (teacher methods), SELF_REFERENCE (self-distillation) or NO_TERM in this file"
 
 
+@pytest.mark.parametrize("task", ["retrieval", "classification"])
 @pytest.mark.parametrize("name", available_methods())
-def test_params_group_builds_the_method(name):
+def test_params_group_builds_the_method(name, task):
     assert name in PARAMS, f"add a methods.{name} group to params.yaml"
-    group = PARAMS[name] or {}
+    group = method_options(ALL_PARAMS, name, task)
     assert set(group) <= set(method_hyperparameters(name))
     distiller = build_method(name, **group)
     assert distiller.kd_weight == group.get("kd_weight", method_hyperparameters(name).get("kd_weight", 0.0))
+    assert distiller.ce_weight == group.get("ce_weight", method_hyperparameters(name).get("ce_weight", 1.0))
     assert distiller.method_name == name
 
 
@@ -216,6 +222,8 @@ def test_weighted_value_is_kd_weight_times_functional(name, source, problem):
     terms = distiller(s, t, y)
     assert list(terms) == ["kd"] and terms["kd"].dim() == 0
     kd_weight = hyper.pop("kd_weight")
+    for key in ("ce_weight", "feature", "hint_layer"):  # classification-task arguments, at their retrieval values
+        assert hyper.pop(key, None) in (1.0, "embedding", None)
     expected = kd_weight * REFERENCE[name](distiller, s, t, y, teacher, **hyper)
     assert terms["kd"].dtype == expected.dtype
     torch.testing.assert_close(terms["kd"], expected, rtol=1e-6, atol=0.0)

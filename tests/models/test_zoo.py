@@ -112,9 +112,9 @@ SPECS = {
     "resnet50": ({}, 64, _IN_BOTTLE, True, 2048, 1000, 2048, 32),
     "resnet101": ({}, 64, _IN_BOTTLE, True, 2048, 1000, 2048, 32),
     "mobilenetv1": ({}, 64, _s((128, 16, 16), (256, 8, 8), (512, 4, 4), (1024, 2, 2)), True, 1024, 1000, 1024, 32),
-    "convnet_s": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), False, 64, 10,
+    "convnet_s": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), True, 64, 10,
                   64, 32),
-    "convnet_m": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), False, 64, 10,
+    "convnet_m": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), True, 64, 10,
                   64, 32),
     "retrieval_resnet18": ({"num_classes": 100}, 64, _RET_BASIC, False, 512, 100, 512, 64),
     "retrieval_resnet34": ({"num_classes": 100}, 64, _RET_BASIC, False, 512, 100, 512, 64),
@@ -363,6 +363,16 @@ def test_imagenet_resnet_stem_preact_is_post_relu():
     assert out.preact_feats[1].min() < 0  # stage outputs are genuine pre-activations
 
 
+@pytest.mark.parametrize("head", ["retrieval", "linear"])
+def test_convnet_preact_feats_are_the_last_bn_outputs(head):
+    torch.manual_seed(0)
+    model = build_model("convnet_m", in_channels=3, head=head).train()
+    out = model(_input(2, 28))
+    assert [p.shape for p in out.preact_feats] == [f.shape for f in out.feats]
+    for pre, post in zip(out.preact_feats, out.feats):
+        assert torch.equal(torch.relu(pre), post) and pre.min() < 0
+
+
 def test_vgg_pool3_only_at_height_64():
     model = build_model("vgg8").eval()
     with torch.no_grad():
@@ -373,7 +383,7 @@ def test_vgg_pool3_only_at_height_64():
 @pytest.mark.parametrize("name,channels", [("resnet8x4", [64, 128, 256]), ("wrn_16_2", [32, 64, 128]),
                                            ("vgg8", [128, 256, 512, 512]), ("mobilenetv2", [12, 16, 48, 160]),
                                            ("resnet50_cifar", [256, 512, 1024, 2048]), ("resnet34", [128, 256, 512]),
-                                           ("mobilenetv1", [128, 256, 512, 1024])])
+                                           ("mobilenetv1", [128, 256, 512, 1024]), ("convnet_m", [32, 64])])
 def test_bn_before_relu(name, channels):
     bns = _model(name).get_bn_before_relu()
     assert all(isinstance(bn, nn.BatchNorm2d) for bn in bns)
