@@ -111,7 +111,7 @@ def test_dml_preset_merges_into_valid_params(name):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     preset = _load(name)
     merged = validate(_merge(params, preset))
-    assert merged["dataset"] == name and set(merged["methods"]) == set(available_methods())
+    assert merged["dataset"] == name and set(merged["benchmark"]["methods"]) <= set(merged["methods"])
     assert merged["benchmark"]["methods"] == ["msloss", "s2sd"]
     for group in ("teacher", "training"):
         assert (merged[group]["task_loss"], merged[group]["sampler"], merged[group]["optimizer"]) == \
