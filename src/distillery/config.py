@@ -129,6 +129,8 @@ SCHEMA: dict[str, Any] = {
     "whitening": {"out_dim": Field(int, min=1, nullable=True), "floor_ratio": Field(float, min=0.0),
                   "power": Field(float, min=0.0)},
     "benchmark": {"datasets": Field(list), "methods": Field(list)},
+    "teacher_cache": {"views": NONNEG_INT, "dtype": Field(str, choices=("float32", "float16")),
+                      "logits_topk": Field(int, min=1, nullable=True)},
     # classification task (mdistiller recipe): its own networks, recipes and benchmark matrix
     "teacher_cls": {**VIEW_SCHEMA, **CLS_RECIPE_SCHEMA, "epochs": NONNEG_INT},  # 0: keep pretrained weights
     "student_cls": VIEW_SCHEMA,

@@ -30,6 +30,9 @@ class Paths:
     def gallery(self, ds: str) -> Path:
         return self.root / "artifacts" / ds / "gallery"
 
+    def teacher_views(self, ds: str) -> Path:
+        return self.root / "artifacts" / ds / "teacher_views"
+
     def whitening(self, ds: str) -> Path:
         return self.root / "artifacts" / ds / "whitening.pt"
 
