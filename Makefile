@@ -32,7 +32,7 @@ repro: setup  ## run the whole pipeline and print the results table
 	@cat reports/results.md
 
 test: venv  ## the test suite (no dataset or GPU needed)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest tests
 
 bench: venv  ## speed benchmarks (print figures)
 	$(BIN)/python benchmarks/eval_scale.py --help >/dev/null && echo "see benchmarks/README.md"
