@@ -1,4 +1,5 @@
-"""DVC stage bench@<dataset>-<method>: distill and evaluate one cell of the benchmark matrix."""
+"""DVC stages bench@<dataset>-<method> and bench_mt@<dataset>-<method> (multi-teacher methods): distill and
+evaluate one cell of the benchmark matrix."""
 
 from distillery.cli import run_stage, stage_parser
 from distillery.engine import steps
@@ -14,7 +15,7 @@ def main(args, params):
     info = steps.distill(params, args.dataset, args.method, cell, progress=not args.no_progress)
     metrics = steps.evaluate(params, args.dataset, args.method, cell, extra=info)
     write_json(f"metrics/bench/{cell}.json", {**steps.provenance(params, args.dataset, args.method), **metrics})
-    print(f"{cell}: asymmetric mAP {metrics['asym_map']:.2f}, symmetric mAP {metrics['sym_map']:.2f}")
+    print(f"{cell}: {steps.summary(metrics)}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def main(args, params):
     metrics = steps.evaluate(params, ds, method, "focus", extra=read_json("metrics/focus_train.json"))
     write_json("metrics/focus.json", metrics)
     write_json("metrics/focus_provenance.json", steps.provenance(params, ds, method))
-    print(f"{method} on {ds}: asymmetric mAP {metrics['asym_map']:.2f}, symmetric mAP {metrics['sym_map']:.2f}")
+    print(f"{method} on {ds}: {steps.summary(metrics)}")
 
 
 if __name__ == "__main__":

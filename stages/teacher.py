@@ -1,15 +1,28 @@
-"""DVC stage teacher@<dataset>: train the gallery (teacher) network with CE + triplet; checkpoint + metrics."""
+"""DVC stage teacher@<dataset> (and extra_teacher@<dataset>-<name> with --teacher NAME): train a gallery
+(teacher) network with CE + triplet, or import it, and write its checkpoint + metrics.
+
+Import instead of training: give the teacher group a `checkpoint` (params `teacher` or `teachers.<name>`):
+  checkpoint: pretrained     keep the architecture's own pretrained weights (pretrained: true; e.g. a
+                             torchvision ImageNet model such as `resnet50`, descriptor = its pooled feature)
+  checkpoint: /path/to.pt    an external state dict (bare, or under 'model' / 'state_dict'; 'module.' prefixes
+                             are stripped) for the architecture named by `model`
+Then `dvc repro extra_teacher@<dataset>-<name>` writes artifacts/<dataset>/teachers/<name>/teacher.pt like a
+trained teacher (replacing the file at the same path needs `dvc repro --force` for that stage).
+"""
 
 from distillery.cli import run_stage, stage_parser
 from distillery.engine import steps
 
 parser = stage_parser(__doc__)
 parser.add_argument("--dataset", required=True, help="a key of params.yaml `data`")
+parser.add_argument("--teacher", default="teacher",
+                    help="'teacher' (params `teacher`, the default) or a key of params.yaml `teachers`")
 
 
 def main(args, params):
-    metrics = steps.train_teacher(params, args.dataset, progress=not args.no_progress)
-    print(f"teacher {args.dataset}: mAP {metrics['map']:.2f}, R@1 {metrics['recall_at_1']:.2f}")
+    metrics = steps.train_teacher(params, args.dataset, progress=not args.no_progress, name=args.teacher)
+    score = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("map", "recall_at_1", "map_medium", "map_hard") if k in metrics)
+    print(f"{args.teacher} {args.dataset}: {score}")
 
 
 if __name__ == "__main__":

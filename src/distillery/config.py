@@ -86,25 +86,38 @@ RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM, "warmup_epochs": NONNEG_INT, 
                  "weight_decay": NONNEG, "momentum": Field(float, min=0.0, max=1.0),
                  "ids_per_batch": Field(int, min=2), "samples_per_id": POS_INT, "label_smoothing": PROB,
                  "triplet_margin": Field(float, min=0.0, nullable=True), "triplet_mining": MINING}
+TEACHER_SCHEMA = {**VIEW_SCHEMA, **RECIPE_SCHEMA,
+                  "seed": Field(int, min=0, nullable=True),        # default: the global seed
+                  "checkpoint": Field(str, nullable=True)}         # import instead of training (see steps.train_teacher)
 DATASET_SCHEMA = {
     "reader": Field(str), "root": Field(str), "task": Field(str, choices=("retrieval", "classification")),
     "reader_options": Field(dict), "channels": Field(int, choices=(1, 3)), "store_size": Field(int, min=8, nullable=True),
     "max_train_per_class": Field(int, min=1, nullable=True), "max_test_per_class": Field(int, min=1, nullable=True),
     "on_bad_image": Field(str, choices=("fail", "skip")), "mean": Field(list), "std": Field(list),
     "paper_setting": Field(str, nullable=True),
+    "crop_queries": Field(bool, nullable=True),   # crop query images to their bbox at prepare time (default true)
+    "train_from": Field(dict, nullable=True),     # {reader, root, reader_options}: the train split of another set
 }
+TRAIN_FROM_SCHEMA = {"reader": Field(str), "root": Field(str), "reader_options": Field(dict, nullable=True)}
+METHOD_RESERVED = ("method", "student")
+"""Keys of a ``methods.<name>`` group read by the pipeline, not passed to the distiller: ``method`` = the
+registered method to build (default: the group's name; lets one method fill several benchmark rows, e.g. an
+ablation), ``student`` = overrides of the ``student`` group for this method's student."""
 SCHEMA: dict[str, Any] = {
     "dataset": Field(str), "method": Field(str), "seed": NONNEG_INT, "deterministic": Field(bool),
-    "data": "datasets", "methods": "methods",
-    "teacher": {**VIEW_SCHEMA, **RECIPE_SCHEMA},
+    "data": "datasets", "methods": "methods", "teachers": "teachers",
+    "teacher": TEACHER_SCHEMA,
     "student": VIEW_SCHEMA,
     "training": {**{k: v for k, v in RECIPE_SCHEMA.items()}, "kd_batch_size": Field(int, min=2),
                  "ce_weight": NONNEG, "triplet_weight": NONNEG, "grad_clip": Field(float, positive=True, nullable=True),
                  "device": Field(str, choices=("auto", "cpu", "cuda")), "threads": POS_INT},
-    "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool)},
+    "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool),
+                   "scales": Field(list, nullable=True)},  # multi-scale test embeddings; null = [1.0]
     "whitening": {"out_dim": Field(int, min=1, nullable=True), "floor_ratio": Field(float, min=0.0),
                   "power": Field(float, min=0.0)},
-    "benchmark": {"datasets": Field(list), "methods": Field(list)},
+    "benchmark": {"datasets": Field(list), "methods": Field(list),
+                  "teachers": Field(list, nullable=True),                # extra teachers trained per dataset
+                  "multi_teacher_methods": Field(list, nullable=True)},  # rows of stage bench_mt
 }
 REQUIRED_TOP = ("dataset", "method", "seed", "data", "teacher", "student", "training", "evaluation", "methods",
                 "benchmark")
@@ -136,6 +149,20 @@ def _check_datasets(data: Any) -> None:
         _check_group(f"data.{name}", entry, DATASET_SCHEMA)
         if entry["reader"] not in readers:
             raise ConfigError(f"data.{name}.reader = {entry['reader']!r} is not a known dataset{_nearest(entry['reader'], readers)}")
+        if entry.get("train_from") is not None:
+            _check_group(f"data.{name}.train_from", entry["train_from"], TRAIN_FROM_SCHEMA)
+            if entry["train_from"]["reader"] not in readers:
+                raise ConfigError(f"data.{name}.train_from.reader = {entry['train_from']['reader']!r} is not a known "
+                                  f"dataset{_nearest(entry['train_from']['reader'], readers)}")
+
+
+def _check_teachers(teachers: Any) -> None:
+    if not isinstance(teachers, dict):
+        raise ConfigError("teachers must map extra teacher names to teacher groups (the keys of `teacher`)")
+    for name, group in teachers.items():
+        if name == "teacher" or not str(name).isidentifier():
+            raise ConfigError(f"teachers.{name}: a teacher name must be an identifier other than 'teacher'")
+        _check_group(f"teachers.{name}", group, TEACHER_SCHEMA)
 
 
 def _check_methods(methods: Any) -> None:
@@ -144,11 +171,22 @@ def _check_methods(methods: Any) -> None:
     if not isinstance(methods, dict):
         raise ConfigError("methods must map method names to their hyper-parameters")
     registered = available_methods()
-    for name, hyper in methods.items():
-        if name not in registered:
-            raise ConfigError(f"methods.{name}: unknown method{_nearest(name, registered)}")
-        valid = method_hyperparameters(name)
-        for key, value in (hyper or {}).items():
+    for name, group in methods.items():
+        base = (group or {}).get("method", name)
+        if base not in registered:
+            where = f"methods.{name}.method = {base!r}" if base != name else f"methods.{name}"
+            raise ConfigError(f"{where}: unknown method{_nearest(base, registered)}")
+        student = (group or {}).get("student")
+        if student is not None:
+            if not isinstance(student, dict):
+                raise ConfigError(f"methods.{name}.student must be a mapping of student keys to override")
+            for key, value in student.items():
+                if key not in VIEW_SCHEMA:
+                    raise ConfigError(f"unknown parameter methods.{name}.student.{key}{_nearest(key, VIEW_SCHEMA)}")
+                VIEW_SCHEMA[key].validate(f"methods.{name}.student.{key}", value)
+        valid = method_hyperparameters(base)
+        hyper = {k: v for k, v in (group or {}).items() if k not in METHOD_RESERVED}
+        for key, value in hyper.items():
             if key not in valid:
                 raise ConfigError(f"unknown parameter methods.{name}.{key}{_nearest(key, valid)}")
             default = valid[key]
@@ -158,6 +196,64 @@ def _check_methods(methods: Any) -> None:
                     raise ConfigError(f"methods.{name}.kd_weight must be >= 0, got {value!r}")
             elif isinstance(default, bool):
                 Field(bool).validate(f"methods.{name}.{key}", value)
+            elif isinstance(default, (tuple, list)):
+                Field(list).validate(f"methods.{name}.{key}", value)
+            elif isinstance(default, str):
+                Field(str).validate(f"methods.{name}.{key}", value)
+
+
+def method_group(params: dict, name: str) -> tuple[str, dict]:
+    """(registered method, distiller hyper-parameters) of the ``methods.<name>`` group (reserved keys removed)."""
+    group = params["methods"][name] or {}
+    return group.get("method", name), {k: v for k, v in group.items() if k not in METHOD_RESERVED}
+
+
+def student_group(params: dict, method: str | None = None) -> dict:
+    """The ``student`` group, with the overrides of ``methods.<method>.student`` if any."""
+    overrides = ((params["methods"].get(method) or {}).get("student") or {}) if method else {}
+    return {**params["student"], **overrides}
+
+
+def teacher_group(params: dict, name: str = "teacher") -> dict:
+    """Teacher group ``name``: ``teacher`` = the ``teacher`` group, any other name = ``teachers.<name>``."""
+    if name == "teacher":
+        return params["teacher"]
+    extra = params.get("teachers") or {}
+    if name not in extra:
+        raise ConfigError(f"teacher {name!r} has no group under teachers{_nearest(name, list(extra) + ['teacher'])}")
+    return extra[name]
+
+
+def _is_multi_teacher(params: dict, name: str) -> bool:
+    from distillery.losses.registry import METHODS
+
+    return bool(getattr(METHODS.get(method_group(params, name)[0]), "multi_teacher", False))
+
+
+def _check_multi_teacher(params: dict) -> None:
+    """Teacher names exist and have stages; multi-teacher rows live in ``benchmark.multi_teacher_methods``."""
+    bench = params["benchmark"]
+    extra, trained = params.get("teachers") or {}, bench.get("teachers") or []
+    for name in trained:
+        if name not in extra:
+            raise ConfigError(f"benchmark.teachers: {name!r} has no group under teachers{_nearest(name, extra)}")
+    for name in params["methods"]:
+        if not _is_multi_teacher(params, name):
+            continue
+        for t in method_group(params, name)[1].get("teachers", ("teacher",)):
+            if t != "teacher" and t not in trained:
+                raise ConfigError(f"methods.{name}.teachers: {t!r} is not trained; add it to teachers and "
+                                  f"benchmark.teachers")
+    for name in bench["methods"]:
+        if _is_multi_teacher(params, name):
+            raise ConfigError(f"benchmark.methods: {name!r} is a multi-teacher method; list it under "
+                              f"benchmark.multi_teacher_methods (stage bench_mt)")
+    for name in bench.get("multi_teacher_methods") or []:
+        if name not in params["methods"]:
+            raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
+        if not _is_multi_teacher(params, name):
+            raise ConfigError(f"benchmark.multi_teacher_methods: {name!r} is a single-teacher method; list it "
+                              f"under benchmark.methods")
 
 
 def validate(params: dict) -> dict:
@@ -177,6 +273,8 @@ def validate(params: dict) -> dict:
             _check_datasets(params[key])
         elif spec == "methods":
             _check_methods(params[key])
+        elif spec == "teachers":
+            _check_teachers(params[key])
         elif isinstance(spec, dict):
             _check_group(key, params[key], spec)
         else:
@@ -188,6 +286,7 @@ def validate(params: dict) -> dict:
     for name in bench["methods"] + [params["method"]]:
         if name not in params["methods"]:
             raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
+    _check_multi_teacher(params)
     if params["dataset"] not in bench["datasets"]:
         raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets; add it "
                           f"(e.g. -S 'benchmark.datasets=[{params['dataset']}]') so its teacher stages exist")

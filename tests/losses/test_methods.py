@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from distillery.config import method_group
 from distillery.data.transforms import ViewSpec
 from distillery.engine.trainer import Recipe, TrainData, train
 from distillery.losses import functional
@@ -21,10 +22,14 @@ from distillery.losses.registry import available_methods, build_method, method_h
 from distillery.models import ModelOutput, build_model
 from distillery.models.heads import RetrievalHead
 from distillery.models.shapes import probe_shapes
+from distillery.models.whitening import WhiteningLayer, fit_pca_whitening
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
-PARAMS = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())["methods"]
+_ALL = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+PARAMS = {name: method_group(_ALL, name)[1] for name in _ALL["methods"] if name in available_methods()}
 B, RES_S, RES_T = 8, 14, 28
+# whiten_mtd's teacher whitening in these tables: fitted on seeded 64-d data (the teacher's embedding width)
+WHITENING = fit_pca_whitening(torch.randn(200, 64, generator=torch.Generator().manual_seed(5)) + 0.5)
 
 
 def _nets():
@@ -58,9 +63,17 @@ def problem():
 
 def _distiller(name, problem, teacher, **hyper):
     distiller = build_method(name, **hyper)
+    if distiller.multi_teacher:  # the tables feed one teacher output (one view): one teacher, WHITENING
+        distiller = build_method(name, **{**hyper, "teachers": ["teacher"]})
+        distiller.set_whitening([WhiteningLayer(WHITENING)])
     distiller.setup(problem["shapes_s"], problem["shapes_t"] if distiller.uses_teacher else {})
     distiller.bind_teacher(teacher)
     return distiller
+
+
+def _whiten_mtd_reference(d, s, t, y, net, whiten, strategy, temp_student, temp_teacher, **_):
+    emb_t = WHITENING.apply(t.embedding) if whiten else t.embedding
+    return functional.whitened_similarity_loss(s.embedding, [emb_t], strategy, temp_student, temp_teacher)
 
 
 def _ugd_reference(d, s, t, target, teacher, alpha, beta, **_):
@@ -86,6 +99,7 @@ REFERENCE = {
     "rop": lambda d, s, t, y, net, **hp: functional.rop_loss(s.embedding, t.embedding, **hp),
     "d3still": lambda d, s, t, y, net, **hp: functional.d3still_loss(s.embedding, t.embedding, **hp),
     "ugd": _ugd_reference,
+    "whiten_mtd": _whiten_mtd_reference,
 }
 
 # Non-default hyper-parameters (every one differs from its default and matters at B = 8).
@@ -100,6 +114,8 @@ PERTURBED = {
     "rop": {"kd_weight": 2.0, "topk": 5, "temperature": 0.2, "rank_weight": 0.5},
     "d3still": {"kd_weight": 2.0, "topk": 5, "alpha": 10.0, "beta": 3.0, "gamma": 2.0},
     "ugd": {"kd_weight": 2.0, "alpha": 1.5, "beta": 3.0, "layer": 2, "pool_size": 4},
+    "whiten_mtd": {"kd_weight": 2.0, "teachers": ["teacher"], "whiten": False, "strategy": "mean",
+                   "temp_student": 0.1, "temp_teacher": 0.04, "shared_view": False},
 }
 
 KD_METHODS = [m for m in available_methods() if build_method(m).uses_teacher]
@@ -108,7 +124,7 @@ KD_METHODS = [m for m in available_methods() if build_method(m).uses_teacher]
 @pytest.mark.parametrize("name", available_methods())
 def test_params_group_builds_the_method(name):
     assert name in PARAMS, f"add a methods.{name} group to params.yaml"
-    group = PARAMS[name] or {}
+    group = PARAMS[name]
     assert set(group) <= set(method_hyperparameters(name))
     distiller = build_method(name, **group)
     assert distiller.kd_weight == group.get("kd_weight", method_hyperparameters(name).get("kd_weight", 0.0))

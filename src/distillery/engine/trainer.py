@@ -5,6 +5,12 @@ identity batch at the student view; plus, when the method uses a teacher, the me
 separate shuffled KD batch that the student sees at its own view and the frozen teacher at the teacher view
 (two independent augmentations). An epoch stops at the shorter of the two batch lists.
 
+Multi-teacher methods (``distiller.multi_teacher``, e.g. whiten_mtd) get a list of frozen teachers: each KD
+batch is seen in one or two student views (``distiller.two_views``; two separate student forwards, so BN
+statistics are per view) and by every teacher in the same views (the student's tensors if
+``distiller.shared_view``, else the same images and random draws at each teacher's own view spec). A method
+with ``task_loss = False`` trains on its terms alone (no CE / triplet, no identity batch).
+
 Every random choice (batches, views) is a function of (seed, epoch), so an interrupted run that resumes from
 the last epoch checkpoint reproduces the uninterrupted run bit for bit on CPU.
 """
@@ -30,6 +36,7 @@ from distillery.losses.functional import triplet_loss
 from distillery.models.shapes import probe_shapes
 
 STREAM_IDENTITY, STREAM_KD_STUDENT, STREAM_KD_TEACHER = 0, 1, 2
+STREAM_VIEW_1, STREAM_VIEW_2 = 3, 4  # the two views of a multi-teacher KD batch (student and teachers alike)
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,30 +113,61 @@ def _check_finite(loss, terms, epoch, step, checkpoint_path):
                                f"lower the learning rate or the method's kd_weight")
 
 
+def _multi_teacher_terms(model, teachers, views_t, distiller, images, rows, view_s, seed, epoch, device, target):
+    """The multi-teacher method's terms on one KD batch: student and every teacher in the same view(s)."""
+    streams = (STREAM_VIEW_1, STREAM_VIEW_2) if distiller.two_views else (STREAM_KD_STUDENT,)
+    outs_s, outs_t = [], [[] for _ in teachers]
+    for stream in streams:
+        xs = train_views(images, rows, view_s, seed=seed, stream=stream, view=epoch).to(device)
+        outs_s.append(model(xs))
+        with torch.no_grad():
+            for k, (net, spec) in enumerate(zip(teachers, views_t)):
+                xt = xs if distiller.shared_view else \
+                    train_views(images, rows, spec, seed=seed, stream=stream, view=epoch).to(device)
+                outs_t[k].append(net(xt))
+    pack = tuple if distiller.two_views else (lambda outs: outs[0])
+    return distiller(pack(outs_s), [pack(o) for o in outs_t], target)
+
+
 def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *, seed: int,
           checkpoint_path, distiller: Distiller | None = None, teacher: nn.Module | None = None,
           view_t: ViewSpec | None = None, device=torch.device("cpu"), progress: bool = True,
-          desc: str = "train", stop_after_steps: int | None = None) -> TrainResult:
+          desc: str = "train", stop_after_steps: int | None = None, teachers: list[nn.Module] | None = None,
+          views_t: list[ViewSpec] | None = None) -> TrainResult:
     """Train ``model`` (in place) and write an atomic checkpoint after every epoch.
 
+    Single-teacher methods take ``teacher`` / ``view_t``; multi-teacher methods take ``teachers`` / ``views_t``
+    (one per name in ``distiller.teachers``, same order).
     If ``checkpoint_path`` holds a checkpoint of this run, training resumes after its last finished epoch.
     ``stop_after_steps`` (tests only) stops the run abruptly after that many optimisation steps.
     """
     checkpoint_path = Path(checkpoint_path)
     uses_teacher = distiller is not None and distiller.uses_teacher
-    if uses_teacher and (teacher is None or view_t is None):
+    multi = uses_teacher and distiller.multi_teacher
+    uses_task = distiller is None or distiller.task_loss
+    if multi and (not teachers or views_t is None or len(teachers) != len(distiller.teachers)
+                  or len(views_t) != len(teachers)):
+        raise ValueError(f"a multi-teacher method needs `teachers` and `views_t`, one per teacher name "
+                         f"{list(distiller.teachers)}")
+    if uses_teacher and not multi and (teacher is None or view_t is None):
         raise ValueError("a distillation method that uses a teacher needs `teacher` and `view_t`")
+    frozen = (teachers if multi else [teacher]) if uses_teacher else []
     model.to(device)
     if distiller is not None:
         distiller.to(device)
         channels = data.images.shape[-1]
-        shapes_t = probe_shapes(teacher, (channels, view_t.resolution, view_t.resolution)) if uses_teacher else {}
-        distiller.setup(probe_shapes(model, (channels, view_s.resolution, view_s.resolution)), shapes_t)
+        shapes_s = probe_shapes(model, (channels, view_s.resolution, view_s.resolution))
+        if multi:
+            shapes_t = [probe_shapes(t, (channels, v.resolution, v.resolution)) for t, v in zip(teachers, views_t)]
+        else:
+            shapes_t = probe_shapes(teacher, (channels, view_t.resolution, view_t.resolution)) if uses_teacher else {}
+        distiller.setup(shapes_s, shapes_t)
         distiller.to(device)
-    if uses_teacher:
-        teacher.to(device).eval()
-        for p in teacher.parameters():
+    for net in frozen:
+        net.to(device).eval()
+        for p in net.parameters():
             p.requires_grad_(False)
+    if uses_teacher and not multi:
         distiller.bind_teacher(teacher)
     params = list(model.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
@@ -150,9 +188,10 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         lr = warmup_cosine_lr(epoch, recipe.lr, recipe.epochs, recipe.warmup_epochs, recipe.cosine_start)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        id_batches = identity_batches(data.labels, recipe.ids_per_batch, recipe.samples_per_id, seed=seed, epoch=epoch)
+        id_batches = identity_batches(data.labels, recipe.ids_per_batch, recipe.samples_per_id, seed=seed,
+                                      epoch=epoch) if uses_task else None
         kd_batches = shuffled_batches(len(data.rows), recipe.kd_batch_size, seed=seed, epoch=epoch) if uses_teacher else None
-        n_steps = min(len(id_batches), len(kd_batches)) if uses_teacher else len(id_batches)
+        n_steps = min((len(b) for b in (id_batches, kd_batches) if b is not None), default=0)
         if n_steps == 0:
             raise ValueError(f"an epoch has no full batch: {len(data.rows)} training images are fewer than a batch; "
                              f"lower ids_per_batch/samples_per_id or kd_batch_size")
@@ -163,13 +202,20 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         bar = tqdm(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress,
                    leave=False, mininterval=1)
         for step in bar:
-            pos = id_batches[step]
-            rows = data.rows[pos]
-            target = torch.as_tensor(data.labels[pos], device=device)
-            x = train_views(data.images[rows], rows, view_s,
-                            seed=seed, stream=STREAM_IDENTITY, view=epoch).to(device)
-            terms = _task_loss(model(x), target, recipe)
-            if uses_teacher:
+            terms = {}
+            if uses_task:
+                pos = id_batches[step]
+                rows = data.rows[pos]
+                target = torch.as_tensor(data.labels[pos], device=device)
+                x = train_views(data.images[rows], rows, view_s,
+                                seed=seed, stream=STREAM_IDENTITY, view=epoch).to(device)
+                terms = _task_loss(model(x), target, recipe)
+            if multi:
+                kd_rows = data.rows[kd_batches[step]]
+                kd_target = torch.as_tensor(data.labels[kd_batches[step]], device=device)
+                terms.update(_multi_teacher_terms(model, teachers, views_t, distiller, data.images[kd_rows], kd_rows,
+                                                  view_s, seed, epoch, device, kd_target))
+            elif uses_teacher:
                 kd_pos = kd_batches[step]
                 kd_rows = data.rows[kd_pos]
                 kd_images = data.images[kd_rows]

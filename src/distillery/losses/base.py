@@ -20,6 +20,14 @@ class Distiller(nn.Module):
 
     teacher_outputs: tuple[str, ...] = ("embedding",)
     needs_equal_embedding_dims: bool = False
+    # Multi-teacher methods (whiten_mtd): the trainer is given one network per name in ``self.teachers`` and
+    # ``forward`` receives a list of teacher outputs in that order. ``two_views``: student and teacher outputs
+    # come as (view 1, view 2) pairs of one KD batch; ``shared_view``: the teachers see the student's tensors.
+    # ``task_loss = False``: the trainer adds no CE / triplet term (and draws no identity batch).
+    multi_teacher: bool = False
+    two_views: bool = False
+    shared_view: bool = False
+    task_loss: bool = True
 
     def __init__(self, kd_weight: float = 1.0):
         super().__init__()

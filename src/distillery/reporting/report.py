@@ -17,14 +17,18 @@ Asymmetric retrieval (D3still protocol): queries are embedded by the student at 
 gallery by the teacher at full resolution; **sym** = student embeds both sides. mAP over the whole ranking
 and R@1 (hit@1), in percent; query = gallery with the query itself excluded where the dataset has one test
 set. `teacher` = the gallery network alone; `vanilla` = the student trained without distillation (its
-gallery is its own, so asym = sym). Paper columns: the published number for the same setting, where one exists.
+gallery is its own, so asym = sym). `teacher:<name>` = an extra teacher of the multi-teacher methods
+(`whiten_mtd*`: label-free similarity distillation from every teacher at once, symmetric retrieval only, so
+no asym number; `whiten_mtd_nowhiten` = the same without the teachers' PCA-whitening).
+Paper columns: the published number for the same setting, where one exists.
 """
 
 
 def build_report(params: dict, metrics_dir="metrics", out_dir="reports", paper_file="configs/paper_numbers.yaml") -> str:
     """Write the table and plots; returns the markdown table."""
     bench = params["benchmark"]
-    results = collect_results(metrics_dir, bench["datasets"], bench["methods"])
+    results = collect_results(metrics_dir, bench["datasets"], bench["methods"], bench.get("teachers") or [],
+                              bench.get("multi_teacher_methods") or [])
     paper = yaml.safe_load(Path(paper_file).read_text()) if Path(paper_file).is_file() else {}
     settings = {ds: params["data"][ds].get("paper_setting") for ds in bench["datasets"]}
     results = attach_paper_numbers(results, paper or {}, settings)
@@ -43,7 +47,8 @@ def build_report(params: dict, metrics_dir="metrics", out_dir="reports", paper_f
     with atomic_dir(out_dir / "plots") as tmp:
         for ds in bench["datasets"]:
             bar_chart(results, ds, tmp / f"map_{ds}.png")
-            logs = {m: pd.read_csv(Path(metrics_dir) / "train_logs" / f"{ds}-{m}.csv") for m in bench["methods"]
+            methods = bench["methods"] + (bench.get("multi_teacher_methods") or [])
+            logs = {m: pd.read_csv(Path(metrics_dir) / "train_logs" / f"{ds}-{m}.csv") for m in methods
                     if (Path(metrics_dir) / "train_logs" / f"{ds}-{m}.csv").is_file()}
             training_curves(logs, tmp / f"training_loss_{ds}.png")
     return table
