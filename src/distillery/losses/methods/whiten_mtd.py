@@ -54,6 +54,11 @@ class WhitenMTD(Distiller):
     Under DDP (an initialised process group) the normalised tensors are gathered over ranks with the gradient
     of the local slice and the loss is multiplied by the world size (the official ``gather_with_grad``);
     single process: no gather, factor 1. Omitted: the official ``pos_win_count`` buffer (logging only).
+
+    Pipeline differences from the official recipe (whiten_mtd.md 6): the optimiser and schedule are the
+    pipeline's ``training`` recipe (SGD, per-epoch warm-up + cosine), not Adam(1e-3, wd 1e-6) with a
+    per-iteration cosine; a view pair is two augmentations of one image (the SVD recipe), not two images of
+    one GLDv2 landmark; the teachers' DELG/DOLG BGR swap does not apply (teachers come from the model zoo).
     """
 
     multi_teacher = True
