@@ -1,8 +1,8 @@
-"""DVC stages bench@<dataset>-<method> and bench_mt@<dataset>-<method> (multi-teacher methods): distill and
-evaluate one cell of the benchmark matrix."""
+"""DVC stages bench@<dataset>-<method> (bench_cls@... for classification; bench_mt@... for multi-teacher
+methods): distill and evaluate one cell of the benchmark matrix."""
 
 from distillery.cli import run_stage, stage_parser
-from distillery.engine import steps
+from distillery.engine import distributed, steps
 from distillery.utils.io import write_json
 
 parser = stage_parser(__doc__)
@@ -13,10 +13,12 @@ parser.add_argument("--method", required=True, help="a key of params.yaml `metho
 def main(args, params):
     cell = f"{args.dataset}-{args.method}"
     info = steps.distill(params, args.dataset, args.method, cell, progress=not args.no_progress)
+    if not distributed.is_main():
+        return
     metrics = steps.evaluate(params, args.dataset, args.method, cell, extra=info)
     write_json(f"metrics/bench/{cell}.json", {**steps.provenance(params, args.dataset, args.method), **metrics})
     print(f"{cell}: {steps.summary(metrics)}")
 
 
 if __name__ == "__main__":
-    run_stage(parser, main)
+    run_stage(parser, main, distributed_stage=True)

@@ -1,4 +1,5 @@
-"""DVC stage evaluate: the focus experiment's retrieval metrics (flat numeric JSON, DVC top-level metrics)."""
+"""DVC stage evaluate: the focus experiment's metrics (retrieval mAP/R@k or classification top-1/top-5; flat
+numeric JSON, DVC top-level metrics)."""
 
 from distillery.cli import run_stage, stage_parser
 from distillery.engine import steps

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery.config import ConfigError, method_group, student_group, teacher_group, validate
+from distillery.config import ConfigError, method_class, method_options, student_group, teacher_group, validate
 
 PARAMS = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
 
@@ -33,8 +33,8 @@ def test_default_params_hold_the_multi_teacher_experiment():
     p = validate(copy.deepcopy(PARAMS))
     assert p["benchmark"]["teachers"] == ["teacher_b"]
     assert p["benchmark"]["multi_teacher_methods"] == ["whiten_mtd", "whiten_mtd_nowhiten"]
-    assert method_group(p, "whiten_mtd_nowhiten")[0] == "whiten_mtd"
-    on, off = method_group(p, "whiten_mtd")[1], method_group(p, "whiten_mtd_nowhiten")[1]
+    assert method_class(p, "whiten_mtd_nowhiten") == "whiten_mtd" and method_class(p, "kd") == "kd"
+    on, off = method_options(p, "whiten_mtd"), method_options(p, "whiten_mtd_nowhiten")
     assert on["whiten"] is True and off["whiten"] is False
     assert {k: v for k, v in on.items() if k != "whiten"} == {k: v for k, v in off.items() if k != "whiten"}
     assert "student" not in on and "method" not in off

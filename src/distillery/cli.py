@@ -9,6 +9,7 @@ from typing import Callable
 
 from distillery.config import ConfigError, load_params
 from distillery.data.registry import DatasetError
+from distillery.engine import distributed
 from distillery.engine.trainer import TrainingDiverged
 from distillery.utils.registry import UnknownNameError
 
@@ -23,10 +24,16 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_stage(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, dict], None]) -> None:
+def run_stage(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, dict], None],
+              distributed_stage: bool = False) -> None:
     """Parse arguments, load + validate params, run ``body``; a user error is one line on stderr and exit 2
-    (set DISTILLERY_DEBUG=1 for the full traceback)."""
+    (set DISTILLERY_DEBUG=1 for the full traceback).
+
+    Under torchrun, a ``distributed_stage`` (a training stage) runs ``body`` on every rank (it joins the
+    process group itself and writes on rank 0); any other stage runs on rank 0 alone and the other ranks exit."""
     args = parser.parse_args()
+    if not distributed_stage and int(os.environ.get("RANK", 0)) != 0:
+        return
     try:
         params = load_params(args.params)
         body(args, params)
@@ -39,3 +46,5 @@ def run_stage(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespac
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        distributed.shutdown()

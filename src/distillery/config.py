@@ -22,6 +22,9 @@ class ConfigError(ValueError):
 
 def _nearest(name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.5)
+    if not close:  # 'learning_rate' -> 'lr': fall back to a shared word or prefix
+        words = set(str(name).split("_"))
+        close = [c for c in sorted(choices) if words & set(c.split("_")) or str(name).startswith(c)][:1]
     return f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(sorted(choices))})"
 
 
@@ -74,6 +77,12 @@ def _models_check(value: str) -> str | None:
     return None if value in models else f"= {value!r} is not a known model{_nearest(value, models)}"
 
 
+def _task_loss_check(value: str) -> str | None:
+    from distillery.losses.task import TASK_LOSSES
+
+    return None if value in TASK_LOSSES else f"= {value!r} is not a task loss{_nearest(value, TASK_LOSSES)}"
+
+
 NUM, POS_NUM, NONNEG = Field(float), Field(float, positive=True), Field(float, min=0)
 POS_INT, NONNEG_INT = Field(int, min=1), Field(int, min=0)
 MODEL = Field(str, check=_models_check)
@@ -85,7 +94,19 @@ VIEW_SCHEMA = {"model": MODEL, "pretrained": Field(bool), "embedding_dim": POS_I
 RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM, "warmup_epochs": NONNEG_INT, "cosine_start": NONNEG_INT,
                  "weight_decay": NONNEG, "momentum": Field(float, min=0.0, max=1.0),
                  "ids_per_batch": Field(int, min=2), "samples_per_id": POS_INT, "label_smoothing": PROB,
-                 "triplet_margin": Field(float, min=0.0, nullable=True), "triplet_mining": MINING}
+                 "triplet_margin": Field(float, min=0.0, nullable=True), "triplet_mining": MINING,
+                 # optional (missing or null = the D3still default: ce_triplet, identity, sgd, = weight_decay)
+                 "task_loss": Field(str, check=_task_loss_check, nullable=True),
+                 "sampler": Field(str, choices=("identity", "class_balanced"), nullable=True),
+                 "optimizer": Field(str, choices=("sgd", "adam"), nullable=True),
+                 "extra_weight_decay": Field(float, min=0.0, nullable=True)}
+CLS_RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM,
+                     "lr_decay_epochs": Field(list, check=lambda v: None if all(isinstance(e, int) and not
+                                              isinstance(e, bool) and e >= 0 for e in v) else
+                                              f"must be a list of epoch numbers, got {v!r}"),
+                     "lr_decay_rate": Field(float, positive=True, max=1.0), "weight_decay": NONNEG,
+                     "momentum": Field(float, min=0.0, max=1.0), "batch_size": Field(int, min=2),
+                     "grad_clip": Field(float, positive=True, nullable=True)}
 TEACHER_SCHEMA = {**VIEW_SCHEMA, **RECIPE_SCHEMA,
                   "seed": Field(int, min=0, nullable=True),        # default: the global seed
                   "checkpoint": Field(str, nullable=True)}         # import instead of training (see steps.train_teacher)
@@ -99,10 +120,6 @@ DATASET_SCHEMA = {
     "train_from": Field(dict, nullable=True),     # {reader, root, reader_options}: the train split of another set
 }
 TRAIN_FROM_SCHEMA = {"reader": Field(str), "root": Field(str), "reader_options": Field(dict, nullable=True)}
-METHOD_RESERVED = ("method", "student")
-"""Keys of a ``methods.<name>`` group read by the pipeline, not passed to the distiller: ``method`` = the
-registered method to build (default: the group's name; lets one method fill several benchmark rows, e.g. an
-ablation), ``student`` = overrides of the ``student`` group for this method's student."""
 SCHEMA: dict[str, Any] = {
     "dataset": Field(str), "method": Field(str), "seed": NONNEG_INT, "deterministic": Field(bool),
     "data": "datasets", "methods": "methods", "teachers": "teachers",
@@ -110,17 +127,30 @@ SCHEMA: dict[str, Any] = {
     "student": VIEW_SCHEMA,
     "training": {**{k: v for k, v in RECIPE_SCHEMA.items()}, "kd_batch_size": Field(int, min=2),
                  "ce_weight": NONNEG, "triplet_weight": NONNEG, "grad_clip": Field(float, positive=True, nullable=True),
-                 "device": Field(str, choices=("auto", "cpu", "cuda")), "threads": POS_INT},
+                 "device": Field(str, choices=("auto", "cpu", "cuda")), "threads": POS_INT,
+                 "amp": Field(str, choices=("none", "bf16", "fp16")), "channels_last": Field(bool),
+                 "compile": Field(bool)},
     "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool),
+                   "nmi": Field(bool, nullable=True),
                    "scales": Field(list, nullable=True)},  # multi-scale test embeddings; null = [1.0]
     "whitening": {"out_dim": Field(int, min=1, nullable=True), "floor_ratio": Field(float, min=0.0),
                   "power": Field(float, min=0.0)},
     "benchmark": {"datasets": Field(list), "methods": Field(list),
                   "teachers": Field(list, nullable=True),                # extra teachers trained per dataset
                   "multi_teacher_methods": Field(list, nullable=True)},  # rows of stage bench_mt
+    # classification task (mdistiller recipe): its own networks, recipes and benchmark matrix
+    "teacher_cls": {**VIEW_SCHEMA, **CLS_RECIPE_SCHEMA, "epochs": NONNEG_INT},  # 0: keep pretrained weights
+    "student_cls": VIEW_SCHEMA,
+    "training_cls": CLS_RECIPE_SCHEMA,
+    "benchmark_cls": {"datasets": Field(list), "methods": Field(list)},
 }
 REQUIRED_TOP = ("dataset", "method", "seed", "data", "teacher", "student", "training", "evaluation", "methods",
-                "benchmark")
+                "benchmark", "teacher_cls", "student_cls", "training_cls", "benchmark_cls")
+TASK_OVERRIDE = "classification"  # methods.<name>.classification: hyper-parameters that differ in that task
+METHOD_RESERVED = ("method", "student")
+"""Keys of a ``methods.<name>`` group read by the pipeline, not passed to the distiller: ``method`` = the
+registered method to build (default: the group's name; lets one method fill several benchmark rows, e.g. an
+ablation), ``student`` = overrides of the ``student`` group for this method's student (retrieval)."""
 
 
 def _check_group(prefix: str, group: Any, schema: dict) -> None:
@@ -166,46 +196,69 @@ def _check_teachers(teachers: Any) -> None:
 
 
 def _check_methods(methods: Any) -> None:
-    from distillery.losses.registry import available_methods, method_hyperparameters
+    from distillery.losses.registry import available_methods, build_method, method_hyperparameters
 
     if not isinstance(methods, dict):
         raise ConfigError("methods must map method names to their hyper-parameters")
     registered = available_methods()
-    for name, group in methods.items():
-        base = (group or {}).get("method", name)
+    for name, hyper in methods.items():
+        hyper = dict(hyper or {})
+        base = hyper.pop("method", name)
         if base not in registered:
             where = f"methods.{name}.method = {base!r}" if base != name else f"methods.{name}"
             raise ConfigError(f"{where}: unknown method{_nearest(base, registered)}")
-        student = (group or {}).get("student")
-        if student is not None:
-            if not isinstance(student, dict):
-                raise ConfigError(f"methods.{name}.student must be a mapping of student keys to override")
-            for key, value in student.items():
-                if key not in VIEW_SCHEMA:
-                    raise ConfigError(f"unknown parameter methods.{name}.student.{key}{_nearest(key, VIEW_SCHEMA)}")
-                VIEW_SCHEMA[key].validate(f"methods.{name}.student.{key}", value)
-        valid = method_hyperparameters(base)
-        hyper = {k: v for k, v in (group or {}).items() if k not in METHOD_RESERVED}
-        for key, value in hyper.items():
-            if key not in valid:
-                raise ConfigError(f"unknown parameter methods.{name}.{key}{_nearest(key, valid)}")
-            default = valid[key]
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
-                Field(float if isinstance(default, float) else int).validate(f"methods.{name}.{key}", value)
-                if key == "kd_weight" and value < 0:
-                    raise ConfigError(f"methods.{name}.kd_weight must be >= 0, got {value!r}")
-            elif isinstance(default, bool):
-                Field(bool).validate(f"methods.{name}.{key}", value)
-            elif isinstance(default, (tuple, list)):
-                Field(list).validate(f"methods.{name}.{key}", value)
-            elif isinstance(default, str):
-                Field(str).validate(f"methods.{name}.{key}", value)
+        _check_student_override(name, hyper.pop("student", None))
+        override = hyper.pop(TASK_OVERRIDE, None)
+        if override is not None and not isinstance(override, dict):
+            raise ConfigError(f"methods.{name}.{TASK_OVERRIDE} must be a mapping of hyper-parameters")
+        _check_hyperparameters(f"methods.{name}", base, hyper, method_hyperparameters(base))
+        _check_hyperparameters(f"methods.{name}.{TASK_OVERRIDE}", base, override or {}, method_hyperparameters(base))
+        try:  # the constructor checks the rest (choices, lists such as s2sd's target_dims)
+            build_method(base, **hyper)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"methods.{name}: {err}") from None
 
 
-def method_group(params: dict, name: str) -> tuple[str, dict]:
-    """(registered method, distiller hyper-parameters) of the ``methods.<name>`` group (reserved keys removed)."""
-    group = params["methods"][name] or {}
-    return group.get("method", name), {k: v for k, v in group.items() if k not in METHOD_RESERVED}
+def _check_student_override(name: str, student: Any) -> None:
+    if student is None:
+        return
+    if not isinstance(student, dict):
+        raise ConfigError(f"methods.{name}.student must be a mapping of student keys to override")
+    for key, value in student.items():
+        if key not in VIEW_SCHEMA:
+            raise ConfigError(f"unknown parameter methods.{name}.student.{key}{_nearest(key, VIEW_SCHEMA)}")
+        VIEW_SCHEMA[key].validate(f"methods.{name}.student.{key}", value)
+
+
+def _check_hyperparameters(prefix: str, name: str, hyper: dict, valid: dict) -> None:
+    for key, value in hyper.items():
+        if key not in valid:
+            raise ConfigError(f"unknown parameter {prefix}.{key}{_nearest(key, valid)}")
+        default = valid[key]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            Field(float if isinstance(default, float) else int).validate(f"{prefix}.{key}", value)
+            if key in ("kd_weight", "ce_weight") and value < 0:
+                raise ConfigError(f"{prefix}.{key} must be >= 0, got {value!r}")
+        elif isinstance(default, bool):
+            Field(bool).validate(f"{prefix}.{key}", value)
+        elif isinstance(default, (tuple, list)):
+            Field(list).validate(f"{prefix}.{key}", value)
+        elif isinstance(default, str):
+            Field(str).validate(f"{prefix}.{key}", value)
+
+
+def method_options(params: dict, method: str, task: str = "retrieval") -> dict:
+    """Hyper-parameters of ``method`` for ``task``: ``methods.<method>`` without its ``classification`` entry,
+    updated with that entry's values when ``task`` is classification (one group per method; the entry holds
+    only what differs in the classification task, e.g. mdistiller's KD temperature and CE weight)."""
+    group = {k: v for k, v in (params["methods"][method] or {}).items() if k not in METHOD_RESERVED}
+    override = group.pop(TASK_OVERRIDE, None) or {}
+    return {**group, **override} if task == "classification" else group
+
+
+def method_class(params: dict, method: str) -> str:
+    """The registered method a ``methods.<method>`` group builds (its ``method`` key, default its name)."""
+    return (params["methods"][method] or {}).get("method", method)
 
 
 def student_group(params: dict, method: str | None = None) -> dict:
@@ -227,20 +280,22 @@ def teacher_group(params: dict, name: str = "teacher") -> dict:
 def _is_multi_teacher(params: dict, name: str) -> bool:
     from distillery.losses.registry import METHODS
 
-    return bool(getattr(METHODS.get(method_group(params, name)[0]), "multi_teacher", False))
+    return bool(getattr(METHODS.get(method_class(params, name)), "multi_teacher", False))
 
 
 def _check_multi_teacher(params: dict) -> None:
-    """Teacher names exist and have stages; multi-teacher rows live in ``benchmark.multi_teacher_methods``."""
+    """Teacher names exist; the teachers of every multi-teacher method in use (benchmark rows, focus method)
+    have stages; multi-teacher rows live in ``benchmark.multi_teacher_methods``."""
     bench = params["benchmark"]
     extra, trained = params.get("teachers") or {}, bench.get("teachers") or []
     for name in trained:
         if name not in extra:
             raise ConfigError(f"benchmark.teachers: {name!r} has no group under teachers{_nearest(name, extra)}")
-    for name in params["methods"]:
-        if not _is_multi_teacher(params, name):
+    used = [*(bench.get("multi_teacher_methods") or []), params["method"]]
+    for name in dict.fromkeys(used):
+        if name not in params["methods"] or not _is_multi_teacher(params, name):
             continue
-        for t in method_group(params, name)[1].get("teachers", ("teacher",)):
+        for t in method_options(params, name).get("teachers", ("teacher",)):
             if t != "teacher" and t not in trained:
                 raise ConfigError(f"methods.{name}.teachers: {t!r} is not trained; add it to teachers and "
                                   f"benchmark.teachers")
@@ -254,6 +309,11 @@ def _check_multi_teacher(params: dict) -> None:
         if not _is_multi_teacher(params, name):
             raise ConfigError(f"benchmark.multi_teacher_methods: {name!r} is a single-teacher method; list it "
                               f"under benchmark.methods")
+
+
+def task_of(params: dict, dataset: str) -> str:
+    """``retrieval`` or ``classification`` (``data.<dataset>.task``)."""
+    return params["data"][dataset]["task"]
 
 
 def validate(params: dict) -> dict:
@@ -279,17 +339,30 @@ def validate(params: dict) -> dict:
             _check_group(key, params[key], spec)
         else:
             spec.validate(key, params[key])
-    bench = params["benchmark"]
-    for name in bench["datasets"] + [params["dataset"]]:
+    bench, bench_cls = params["benchmark"], params["benchmark_cls"]
+    for name in bench["datasets"] + bench_cls["datasets"] + [params["dataset"]]:
         if name not in params["data"]:
             raise ConfigError(f"dataset {name!r} has no entry under data{_nearest(name, params['data'])}")
-    for name in bench["methods"] + [params["method"]]:
+    for group, task in (("benchmark", "retrieval"), ("benchmark_cls", "classification")):
+        for name in params[group]["datasets"]:
+            if task_of(params, name) != task:
+                other = "benchmark_cls" if group == "benchmark" else "benchmark"
+                raise ConfigError(f"{group}.datasets lists {name!r} whose data.{name}.task is not {task}; "
+                                  f"move it to {other}.datasets")
+    for name in bench["methods"] + bench_cls["methods"] + [params["method"]]:
         if name not in params["methods"]:
             raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
+    for name, hyper in params["methods"].items():
+        for key in ("topk", "top_k"):
+            value = (hyper or {}).get(key)
+            if value is not None and value > params["training"]["kd_batch_size"]:
+                raise ConfigError(f"methods.{name}.{key} = {value} exceeds training.kd_batch_size = "
+                                  f"{params['training']['kd_batch_size']}; lower it (the ranking is taken in-batch)")
     _check_multi_teacher(params)
-    if params["dataset"] not in bench["datasets"]:
-        raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets; add it "
-                          f"(e.g. -S 'benchmark.datasets=[{params['dataset']}]') so its teacher stages exist")
+    if params["dataset"] not in bench["datasets"] + bench_cls["datasets"]:
+        group = "benchmark_cls" if task_of(params, params["dataset"]) == "classification" else "benchmark"
+        raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets or benchmark_cls.datasets; add "
+                          f"it (e.g. -S '{group}.datasets=[{params['dataset']}]') so its teacher stages exist")
     return params
 
 

@@ -239,8 +239,75 @@ def gldv2_groups(n_landmarks: int, per_landmark: int) -> dict[int, list[str]]:
     return {lid: [f"{lid:08x}{n:08x}" for n in range(per_landmark)] for lid in range(1, n_landmarks + 1)}
 
 
+SVD_TRAIN_GT = [("tq0", "tc0", 1), ("tq0", "tc1", 0), ("tq1", "tc2", 1)]
+SVD_TEST_GT = [("q0", "c0", 1), ("q0", "c1", 0), ("q0", "c2", 1), ("q1", "c1", 1), ("q1", "c3", 0)]
+SVD_UNLABELED = ["u0", "u1", "u2"]
+SVD_FRAMES = {"tq0": 3, "tc0": 2, "tc1": 2, "tq1": 2, "tc2": 3, "q0": 4, "q1": 2,
+              "c0": 3, "c1": 2, "c2": 5, "c3": 2, "u0": 2, "u1": 3, "u2": 1}
+
+
+def make_svd(root, flat: bool = False) -> Path:
+    """SVD in whiten_mtd's layout: metadata-release/{all-video-id, labeled-data-id, unlabeled-data-id, query-id,
+    groundtruth, train_groundtruth, test_groundtruth} (ids written with ``.mp4``), num_frames and
+    frames/<id>/<NNNN>.jpg (8 x 8) with ``SVD_FRAMES`` frames per video. ``flat``: the metadata files at the
+    root under whiten_mtd's config key names (all_video_id, labeled_id, ...; num_frames as frame_count_file).
+    Ground truth ``SVD_TRAIN_GT`` / ``SVD_TEST_GT``; distractors ``SVD_UNLABELED``. Default read: train 12
+    frames of 5 videos, query 6 frames of 2 videos, gallery 12 + 6 frames of 4 labeled + 3 unlabeled videos."""
+    root = Path(root)
+    queries = list(dict.fromkeys(q for q, _, _ in SVD_TRAIN_GT + SVD_TEST_GT))
+    labeled = list(dict.fromkeys(c for _, c, _ in SVD_TRAIN_GT + SVD_TEST_GT))
+    names = {"all_video_id": "all-video-id", "labeled_id": "labeled-data-id", "unlabeled_id": "unlabeled-data-id",
+             "query_id": "query-id", "groundtruth": "groundtruth", "train_groundtruth": "train_groundtruth",
+             "test_groundtruth": "test_groundtruth"}
+    meta = root if flat else root / "metadata-release"
+    files = {
+        "all_video_id": queries + labeled + SVD_UNLABELED, "labeled_id": labeled, "unlabeled_id": SVD_UNLABELED,
+        "query_id": queries,
+    }
+    for key, ids in files.items():
+        _write(meta / (key if flat else names[key]), [f"{v}.mp4" for v in ids])
+    for key, pairs in (("groundtruth", SVD_TRAIN_GT + SVD_TEST_GT), ("train_groundtruth", SVD_TRAIN_GT),
+                       ("test_groundtruth", SVD_TEST_GT)):
+        _write(meta / key, [f"{q}.mp4 {c}.mp4 {lab}" for q, c, lab in pairs])
+    _write(root / ("frame_count_file" if flat else "num_frames"), [f"{v} {n}" for v, n in SVD_FRAMES.items()])
+    for i, (vid, n) in enumerate(SVD_FRAMES.items()):
+        for f in range(n):
+            write_jpeg(root / "frames" / vid / f"{f:04d}.jpg", seed=100 * i + f, label=i)
+    return root
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def make_fashion_mnist(root, train_per_class: int = 12, test_per_class: int = 6, size: int = 28,
+                       gz: bool = True) -> Path:
+    """Fashion-MNIST idx files (10 classes): class c is a bright square at a class-specific position plus noise.
+
+    Counts: 10 * train_per_class train and 10 * test_per_class test images, labels cycling 0..9.
+    """
+    import gzip
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, per_class in (("train", train_per_class), ("t10k", test_per_class)):
+        labels = np.tile(np.arange(10), per_class).astype(np.uint8)
+        images = rng.integers(0, 60, size=(len(labels), size, size)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            top, left = (c // 4) * (size // 4), (c % 4) * (size // 4)
+            images[i, top:top + size // 3, left:left + size // 3] = 230
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            data = _idx_bytes(array)
+            name = f"{prefix}-{kind}-ubyte" + (".gz" if gz else "")
+            (root / name).write_bytes(gzip.compress(data) if gz else data)
+    return root
+
+
 MAKERS = {
+    "fashion_mnist": make_fashion_mnist,
     "cub200": make_cub200, "inshop": make_inshop, "sop": make_sop, "msmt17": make_msmt17,
     "cars196": make_cars196, "cifar100": make_cifar100, "imagenet": make_imagenet,
-    "roxford5k": make_roxford5k, "rparis6k": make_rparis6k, "gldv2": make_gldv2,
+    "roxford5k": make_roxford5k, "rparis6k": make_rparis6k, "gldv2": make_gldv2, "svd": make_svd,
 }

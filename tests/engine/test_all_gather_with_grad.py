@@ -1,10 +1,13 @@
-"""all_gather_with_grad and the global-batch whiten_mtd loss under a 2-process gloo group (CPU)."""
+"""The global-batch whiten_mtd loss under a 2-process gloo group (CPU): every rank gathers the embeddings as
+the trainer does (``all_gather_with_grad`` for the student, ``all_gather`` for the teachers) and the gradient
+after DDP's averaging equals the single-process full-batch gradient (the official ``gather_with_grad`` + loss
+x world_size reaches the same gradient)."""
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distillery.engine.distributed import all_gather_with_grad, world_size
+from distillery.engine.distributed import all_gather, all_gather_with_grad, world_size
 from distillery.losses import build_method
 from distillery.models import ModelOutput
 
@@ -32,7 +35,8 @@ def _worker(rank, store, results):
         part = slice(rank * B, (rank + 1) * B)
         local1, local2 = s1[part].clone().requires_grad_(), s2[part].clone().requires_grad_()
         gathered = all_gather_with_grad(local1)
-        loss = _loss(local1, local2, [(a[part], b[part]) for a, b in teachers])
+        loss = _loss(gathered, all_gather_with_grad(local2), [(all_gather(a[part]), all_gather(b[part]))
+                                                              for a, b in teachers])
         loss.backward()
         torch.save({"loss": loss.detach(), "g1": local1.grad, "g2": local2.grad, "gathered": gathered.detach(),
                     "world": world_size()}, f"{results}/{rank}.pt")
@@ -46,8 +50,8 @@ def test_single_process_is_the_identity():
 
 
 def test_two_ranks_compute_the_global_loss_and_its_gradient(tmp_path):
-    """Each rank: the full-batch loss x W; the gradient of its local slice = W x the full-batch gradient, so
-    DDP's averaging over ranks gives exactly the full-batch gradient."""
+    """Each rank: the full-batch loss; the gradient of its local slice = W x the full-batch gradient, so DDP's
+    averaging over ranks gives exactly the full-batch gradient."""
     # fork: the children reuse the imported torch (spawn would re-import it: seconds on a busy CPU)
     mp.start_processes(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=W, join=True,
                        start_method="fork")
@@ -61,6 +65,6 @@ def test_two_ranks_compute_the_global_loss_and_its_gradient(tmp_path):
         part = slice(rank * B, (rank + 1) * B)
         assert got["world"] == W
         torch.testing.assert_close(got["gathered"], s1.detach())
-        torch.testing.assert_close(got["loss"], W * full.detach(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(got["loss"], full.detach(), rtol=1e-5, atol=0)
         torch.testing.assert_close(got["g1"], W * s1.grad[part], rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(got["g2"], W * s2.grad[part], rtol=1e-4, atol=1e-7)

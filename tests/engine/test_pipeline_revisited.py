@@ -4,7 +4,7 @@ distilled from both whitened teachers and evaluated on a miniature Revisited Oxf
 cropped to their bbox) with the Easy / Medium / Hard protocol.
 
 The same through DVC, from the repository root (``make_roxford5k(<tmp>/revisitop)``,
-``make_gldv2(<tmp>/gldv2, groups=gldv2_groups(4, 4))``; the tiny sizes keep it to seconds)::
+``make_gldv2(<tmp>/gldv2, groups=gldv2_groups(4, 20))``; the tiny sizes keep it to seconds)::
 
     dvc exp run evaluate -S dataset=roxford5k -S method=whiten_mtd -S 'benchmark.datasets=[roxford5k]' \\
         -S data.roxford5k.root=<tmp>/revisitop -S data.roxford5k.train_from.root=<tmp>/gldv2 \\
@@ -12,7 +12,7 @@ The same through DVC, from the repository root (``make_roxford5k(<tmp>/revisitop
         -S teacher.resolution=8 -S teacher.padding=0 -S teacher.epochs=1 -S teacher.ids_per_batch=2 \\
         -S teacher.samples_per_id=2 -S teachers.teacher_b.resolution=8 -S teachers.teacher_b.padding=0 \\
         -S teachers.teacher_b.epochs=1 -S teachers.teacher_b.ids_per_batch=2 \\
-        -S teachers.teacher_b.samples_per_id=2 -S training.epochs=2 -S training.kd_batch_size=8
+        -S teachers.teacher_b.samples_per_id=2 -S training.epochs=2
 
 ``metrics/focus.json`` then holds ``map_easy``, ``map_medium``, ``map_hard`` and ``mp_at_{1,5,10}_*``.
 """
@@ -48,7 +48,7 @@ def _params(tmp: Path) -> dict:
     for group in (p["teacher"], p["teachers"]["teacher_b"]):
         group.update(resolution=8, padding=0, epochs=1, ids_per_batch=2, samples_per_id=2)
     p["student"]["resolution"] = 8
-    p["training"].update(epochs=2, kd_batch_size=8, threads=1)
+    p["training"].update(epochs=2, threads=1)  # KD batch 80 = the 80 GLDv2 images: one step per epoch
     p["evaluation"]["scales"] = [1.0, 0.7071]
     return validate(p)
 
@@ -57,7 +57,7 @@ def _params(tmp: Path) -> dict:
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mtd")
     make_roxford5k(tmp / "revisitop")
-    make_gldv2(tmp / "gldv2", groups=gldv2_groups(4, 4))
+    make_gldv2(tmp / "gldv2", groups=gldv2_groups(4, 20))
     params, paths = _params(tmp), Paths(tmp / "work")
     out = {"params": params, "paths": paths, "tmp": tmp, "prepare": steps.prepare(params, "roxford5k", paths, False)}
     for name in ("teacher", "teacher_b"):
@@ -70,7 +70,7 @@ def run(tmp_path_factory):
 
 
 def test_prepared_cache_trains_on_gldv2_and_keeps_the_revisited_ground_truth(run):
-    assert run["prepare"]["splits"] == {"train": 16, "query": 2, "gallery": 6}
+    assert run["prepare"]["splits"] == {"train": 80, "query": 2, "gallery": 6}
     prepared = PreparedDataset(run["paths"].prepared("roxford5k"))
     assert prepared.gnd == [{"bbx": [1.0, 2.0, 6.0, 7.0], "easy": [0, 1], "hard": [2], "junk": [3]},
                             {"bbx": [0.0, 0.0, 8.0, 8.0], "easy": [], "hard": [4, 5], "junk": []}]
@@ -93,14 +93,14 @@ def test_whitening_is_fitted_on_each_teachers_training_embeddings(run):
     paths = run["paths"]
     for name in ("teacher", "teacher_b"):
         train = torch.from_numpy(np.load(paths.gallery("roxford5k", name) / "train.npy"))
-        assert train.shape == (16, 64)
+        assert train.shape == (80, 64)
         white = PCAWhitening.load(paths.whitening("roxford5k", name))
-        assert white.n_samples == 16 and run[f"white_{name}"]["in_dim"] == 64
-        k = white.in_dim - white.n_floored  # 16 centred samples span <= 15 directions; the rest are floored
-        assert 1 < k <= 15
+        assert white.n_samples == 80 and run[f"white_{name}"]["in_dim"] == 64
+        k = white.in_dim - white.n_floored  # directions below the eigenvalue floor are not whitened
+        assert 1 < k <= 64
         y = white.apply(train)[:, :k]
         torch.testing.assert_close(y.mean(0), torch.zeros(k), atol=1e-4, rtol=0)
-        torch.testing.assert_close(y.T @ y / len(y), torch.eye(k), atol=2e-3, rtol=0)
+        torch.testing.assert_close(y.T @ y / len(y), torch.eye(k), atol=1e-2, rtol=0)  # float32 fit, small λ
     assert paths.teacher("roxford5k", "teacher_b") == paths.root / "artifacts/roxford5k/teachers/teacher_b/teacher.pt"
 
 
@@ -117,7 +117,7 @@ def test_student_metrics_are_the_revisited_protocol(run):
     keys = {f"map_{s}" for s in ("easy", "medium", "hard")} | \
         {f"mp_at_{k}_{s}" for k in (1, 5, 10) for s in ("easy", "medium", "hard")}
     assert keys <= set(m) and all(0.0 <= m[k] <= 100.0 for k in keys)
-    assert "asym_map" not in m and m["effective_batch_size"] == 8
+    assert "asym_map" not in m and m["effective_batch_size"] == 80
     state = torch.load(run["paths"].student("focus"), weights_only=False)
     assert state["architecture"]["model_options"] == {"head": "l2_linear", "pooling": "gem", "gem_p": 3.0}
 

@@ -13,10 +13,11 @@ import pytest
 import torch
 import yaml
 
-from distillery.config import method_group
+from distillery.config import method_options
 from distillery.data.transforms import ViewSpec
 from distillery.engine.trainer import Recipe, TrainData, train
 from distillery.losses import functional
+from distillery.losses.methods.s2sd import branch_features
 from distillery.losses.methods.ugd import grid_features
 from distillery.losses.registry import available_methods, build_method, method_hyperparameters
 from distillery.models import ModelOutput, build_model
@@ -25,8 +26,10 @@ from distillery.models.shapes import probe_shapes
 from distillery.models.whitening import WhiteningLayer, fit_pca_whitening
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
-_ALL = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
-PARAMS = {name: method_group(_ALL, name)[1] for name in _ALL["methods"] if name in available_methods()}
+ALL_PARAMS = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+PARAMS = {name: method_options(ALL_PARAMS, name) for name in ALL_PARAMS["methods"]}  # retrieval hyper-parameters
+# classification-only methods (tested in tests/losses/test_cls_methods.py on classification networks)
+CLS_ONLY = set(ALL_PARAMS["benchmark_cls"]["methods"]) - set(ALL_PARAMS["benchmark"]["methods"])
 B, RES_S, RES_T = 8, 14, 28
 # whiten_mtd's teacher whitening in these tables: fitted on seeded 64-d data (the teacher's embedding width)
 WHITENING = fit_pca_whitening(torch.randn(200, 64, generator=torch.Generator().manual_seed(5)) + 0.5)
@@ -102,6 +105,25 @@ REFERENCE = {
     "whiten_mtd": _whiten_mtd_reference,
 }
 
+def _s2sd_reference(d, s, y, kd_weight, temperature, pool_aggr, feat_distill, feat_weight, feat_distill_delay, **_):
+    """The spec's total, from the functional pieces (multisimilarity source and targets, defaults)."""
+    e = torch.nn.functional.normalize(s.embedding, dim=1)
+    f = branch_features(s, pool_aggr)
+    z = [torch.nn.functional.normalize(net(f), dim=-1) for net in d.target_nets]
+    dml = (torch.stack([functional.multisimilarity_loss(b, y) for b in z]).mean()
+           + functional.multisimilarity_loss(e, y)) / 2
+    total = dml + kd_weight * torch.stack([functional.similarity_kl_loss(e, b, temperature) for b in z]).mean()
+    if feat_distill and feat_distill_delay == 0:
+        total = total + feat_weight * functional.similarity_kl_loss(e, f, temperature)
+    return total
+
+
+# Methods without a teacher that return terms (self-distillation): name -> total from (distiller, student out,
+# target, **hyper-parameters); the methods' terms are already weighted, their sum is compared.
+SELF_REFERENCE = {"s2sd": _s2sd_reference}
+# Methods without a teacher and without a term (the task loss trains the student alone).
+NO_TERM = ["vanilla", "msloss"]
+
 # Non-default hyper-parameters (every one differs from its default and matters at B = 8).
 PERTURBED = {
     "kd": {"kd_weight": 0.5, "temperature": 3.0},
@@ -116,26 +138,90 @@ PERTURBED = {
     "ugd": {"kd_weight": 2.0, "alpha": 1.5, "beta": 3.0, "layer": 2, "pool_size": 4},
     "whiten_mtd": {"kd_weight": 2.0, "teachers": ["teacher"], "whiten": False, "strategy": "mean",
                    "temp_student": 0.1, "temp_teacher": 0.04, "shared_view": False},
+    "s2sd": {"kd_weight": 3.0, "temperature": 2.0, "target_dims": [16, 24], "pool_aggr": False, "feat_distill": True,
+             "feat_weight": 5.0, "feat_distill_delay": 0},
 }
 
-KD_METHODS = [m for m in available_methods() if build_method(m).uses_teacher]
+KD_METHODS = [m for m in available_methods() if build_method(m).uses_teacher and m not in CLS_ONLY]
+SELF_METHODS = [m for m in available_methods() if not build_method(m).uses_teacher and m not in NO_TERM]
 
 
 @pytest.mark.parametrize("name", available_methods())
-def test_params_group_builds_the_method(name):
+def test_every_method_is_in_a_table(name):
+    assert name in REFERENCE or name in SELF_REFERENCE or name in NO_TERM or name in CLS_ONLY, \
+        f"add {name} to REFERENCE (teacher methods), SELF_REFERENCE (self-distillation) or NO_TERM in this file"
+
+
+@pytest.mark.parametrize("task", ["retrieval", "classification"])
+@pytest.mark.parametrize("name", available_methods())
+def test_params_group_builds_the_method(name, task):
     assert name in PARAMS, f"add a methods.{name} group to params.yaml"
-    group = PARAMS[name]
+    group = method_options(ALL_PARAMS, name, task)
     assert set(group) <= set(method_hyperparameters(name))
     distiller = build_method(name, **group)
     assert distiller.kd_weight == group.get("kd_weight", method_hyperparameters(name).get("kd_weight", 0.0))
+    assert distiller.ce_weight == group.get("ce_weight", method_hyperparameters(name).get("ce_weight", 1.0))
     assert distiller.method_name == name
 
 
-def test_vanilla_has_no_teacher_and_no_term(problem):
+@pytest.mark.parametrize("name, task_loss", [("vanilla", None), ("msloss", "multisimilarity")])
+def test_no_term_methods_have_no_teacher_and_no_term(name, task_loss, problem):
     student, teacher = _nets()
-    distiller = _distiller("vanilla", problem, teacher)
-    assert not distiller.uses_teacher
+    distiller = _distiller(name, problem, teacher, **(PARAMS[name] or {}))
+    assert not distiller.uses_teacher and distiller.task_loss == task_loss and distiller.kd_weight == 0.0
     assert distiller(student(problem["x_s"]), None, problem["target"]) == {}
+    assert list(distiller.parameters()) == []
+
+
+@pytest.mark.parametrize("source", ["params", "perturbed"])
+@pytest.mark.parametrize("name", SELF_METHODS)
+def test_self_distillation_total_matches_functional(name, source, problem):
+    assert name in SELF_REFERENCE and name in PERTURBED, f"add {name} to SELF_REFERENCE and PERTURBED in this file"
+    student, teacher = _nets()
+    group = PARAMS[name] if source == "params" else PERTURBED[name]
+    hyper = {**method_hyperparameters(name), **group}
+    distiller = _distiller(name, problem, teacher, **group).train()
+    s, y = student(problem["x_s"]), problem["target"]
+    terms = distiller(s, None, y)
+    assert all(t.dim() == 0 for t in terms.values()) and "kd" in terms
+    total = sum(terms.values())
+    torch.testing.assert_close(total, SELF_REFERENCE[name](distiller, s, y, **hyper), rtol=1e-6, atol=0.0)
+    assert terms["kd"].item() > 0
+
+
+@pytest.mark.parametrize("name", SELF_METHODS)
+def test_self_distillation_backward_reaches_student_and_branches(name, problem):
+    student, teacher = _nets()
+    distiller = _distiller(name, problem, teacher, **PARAMS[name]).train()
+    sum(distiller(student(problem["x_s"]), None, problem["target"]).values()).backward()
+    grads = [p.grad for p in student.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    for p in distiller.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("name", SELF_METHODS)
+def test_self_distillation_loss_decreases_with_sgd(name, problem):
+    """As test_loss_decreases_with_sgd, on the sum of the method's terms."""
+    student, teacher = _nets()
+    distiller = _distiller(name, problem, teacher, **PARAMS[name]).train()
+    params = list(student.parameters()) + list(distiller.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    values, scale = [], None
+    for _ in range(20):
+        loss = sum(distiller(student(problem["x_s"]), None, problem["target"]).values())
+        values.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        if scale is None:
+            scale = 1.0 / torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
+        for g in grads:
+            g.mul_(scale)
+        optimizer.step()
+    assert np.isfinite(values).all()
+    assert values[-1] < 0.9 * values[0], values
 
 
 @pytest.mark.parametrize("source", ["params", "perturbed"])
@@ -150,6 +236,8 @@ def test_weighted_value_is_kd_weight_times_functional(name, source, problem):
     terms = distiller(s, t, y)
     assert list(terms) == ["kd"] and terms["kd"].dim() == 0
     kd_weight = hyper.pop("kd_weight")
+    for key in ("ce_weight", "feature", "hint_layer"):  # classification-task arguments, at their retrieval values
+        assert hyper.pop(key, None) in (1.0, "embedding", None)
     expected = kd_weight * REFERENCE[name](distiller, s, t, y, teacher, **hyper)
     assert terms["kd"].dtype == expected.dtype
     torch.testing.assert_close(terms["kd"], expected, rtol=1e-6, atol=0.0)

@@ -112,9 +112,9 @@ SPECS = {
     "resnet50": ({}, 64, _IN_BOTTLE, True, 2048, 1000, 2048, 32),
     "resnet101": ({}, 64, _IN_BOTTLE, True, 2048, 1000, 2048, 32),
     "mobilenetv1": ({}, 64, _s((128, 16, 16), (256, 8, 8), (512, 4, 4), (1024, 2, 2)), True, 1024, 1000, 1024, 32),
-    "convnet_s": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), False, 64, 10,
+    "convnet_s": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), True, 64, 10,
                   64, 32),
-    "convnet_m": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), False, 64, 10,
+    "convnet_m": ({"in_channels": 3, "head": "linear"}, 28, _s((16, 28, 28), (32, 14, 14), (64, 7, 7)), True, 64, 10,
                   64, 32),
     "retrieval_resnet18": ({"num_classes": 100}, 64, _RET_BASIC, False, 512, 100, 512, 64),
     "retrieval_resnet34": ({"num_classes": 100}, 64, _RET_BASIC, False, 512, 100, 512, 64),
@@ -124,16 +124,19 @@ SPECS = {
                                     False, 576, 100, 512, 64),
     "retrieval_swinv2_s": ({"num_classes": 100}, 64, _s((96, 16, 16), (192, 8, 8), (384, 4, 4), (768, 2, 2)), False,
                            768, 100, 512, 64),
+    # S2SD's resnet50_frozen_normalize: no classifier (logits None); tested in test_dml_resnet.py
+    "dml_resnet50": ({}, 64, _s((256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2)), False, 2048, None, 128, 32),
 }
 ALL = sorted(SPECS)
-CLASSIFICATION = [n for n in ALL if not n.startswith("retrieval_")]
+RETRIEVAL_PREFIXES = ("retrieval_", "dml_")
+CLASSIFICATION = [n for n in ALL if not n.startswith(RETRIEVAL_PREFIXES)]
 
 
 @functools.lru_cache(maxsize=None)
 def _model(name: str) -> nn.Module:
     """One instance per name; classification nets are built as SDD variants (SPP adds no parameters)."""
     torch.manual_seed(0)
-    spp = {} if name.startswith("retrieval_") or name.startswith("convnet") and not SPECS[name][0].get("head") \
+    spp = {} if name.startswith(RETRIEVAL_PREFIXES) or name.startswith("convnet") and not SPECS[name][0].get("head") \
         else {"spp": (1, 2, 4)}
     return build_model(name, **SPECS[name][0], **spp)
 
@@ -186,8 +189,8 @@ def test_probe_shapes_match_spec(name):
     assert [tuple(s) for s in shapes["preact_feats"]] == ([(1, *f) for f in feats] if has_preact else [])
     assert tuple(shapes["pooled"]) == (1, pooled)
     assert tuple(shapes["embedding"]) == (1, emb)
-    assert tuple(shapes["logits"]) == (1, n_logits)
-    patch = {} if name.startswith("retrieval_") else {"patch_logits": (1, n_logits, 21)}
+    assert shapes["logits"] is None if n_logits is None else tuple(shapes["logits"]) == (1, n_logits)
+    patch = {} if name.startswith(RETRIEVAL_PREFIXES) else {"patch_logits": (1, n_logits, 21)}
     assert {k: tuple(v) for k, v in shapes["extras"].items()} == patch
 
 
@@ -201,14 +204,16 @@ def test_train_forward_backward(name):
     k = train_size / size
     assert [tuple(f.shape) for f in out.feats] == [(2, c, int(h * k), int(w * k)) for c, h, w in feats]
     assert len(out.preact_feats) == (len(feats) if has_preact else 0)
-    assert out.pooled.shape == (2, pooled) and out.embedding.shape == (2, emb) and out.logits.shape == (2, n_logits)
+    assert out.pooled.shape == (2, pooled) and out.embedding.shape == (2, emb)
+    assert out.logits is None if n_logits is None else out.logits.shape == (2, n_logits)
     if name in CLASSIFICATION:
         patch = out.extras["patch_logits"]
         assert patch.shape == (2, n_logits, 21)
         # every final map here is 4x4-divisible or at most 2x2: region 0 is the global mean -> the main logits
         torch.testing.assert_close(patch[:, :, 0], out.logits, rtol=1e-4, atol=1e-5)
         out.logits = out.logits + patch.mean()
-    (out.logits.square().mean() + out.embedding.square().mean()).backward()
+    logits_term = 0.0 if out.logits is None else out.logits.square().mean()
+    (logits_term + out.embedding.square().mean()).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     model.zero_grad(set_to_none=True)
@@ -358,6 +363,16 @@ def test_imagenet_resnet_stem_preact_is_post_relu():
     assert out.preact_feats[1].min() < 0  # stage outputs are genuine pre-activations
 
 
+@pytest.mark.parametrize("head", ["retrieval", "linear"])
+def test_convnet_preact_feats_are_the_last_bn_outputs(head):
+    torch.manual_seed(0)
+    model = build_model("convnet_m", in_channels=3, head=head).train()
+    out = model(_input(2, 28))
+    assert [p.shape for p in out.preact_feats] == [f.shape for f in out.feats]
+    for pre, post in zip(out.preact_feats, out.feats):
+        assert torch.equal(torch.relu(pre), post) and pre.min() < 0
+
+
 def test_vgg_pool3_only_at_height_64():
     model = build_model("vgg8").eval()
     with torch.no_grad():
@@ -368,7 +383,7 @@ def test_vgg_pool3_only_at_height_64():
 @pytest.mark.parametrize("name,channels", [("resnet8x4", [64, 128, 256]), ("wrn_16_2", [32, 64, 128]),
                                            ("vgg8", [128, 256, 512, 512]), ("mobilenetv2", [12, 16, 48, 160]),
                                            ("resnet50_cifar", [256, 512, 1024, 2048]), ("resnet34", [128, 256, 512]),
-                                           ("mobilenetv1", [128, 256, 512, 1024])])
+                                           ("mobilenetv1", [128, 256, 512, 1024]), ("convnet_m", [32, 64])])
 def test_bn_before_relu(name, channels):
     bns = _model(name).get_bn_before_relu()
     assert all(isinstance(bn, nn.BatchNorm2d) for bn in bns)

@@ -1,4 +1,5 @@
-"""Batch samplers: the P x K identity sampler (D3still RandomIdentitySampler) and a plain shuffled batcher."""
+"""Batch samplers: the P x K identity sampler (D3still RandomIdentitySampler), S2SD's class-balanced sampler and a
+plain shuffled batcher."""
 
 from __future__ import annotations
 
@@ -43,3 +44,30 @@ def shuffled_batches(n: int, batch_size: int, *, seed: int, epoch: int, drop_las
     order = np.random.default_rng([seed, epoch, 104729]).permutation(n)
     stop = (n // batch_size) * batch_size if drop_last else n
     return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def class_balanced_batches(labels: np.ndarray, batch_size: int, samples_per_class: int, *, seed: int,
+                           epoch: int) -> list[np.ndarray]:
+    """S2SD's ``class_random`` batches of positions into ``labels`` for one epoch.
+
+    floor(N / batch_size) batches; each makes batch_size / samples_per_class draws of a class, uniformly over
+    the distinct labels **with replacement** (a class drawn twice contributes 2 x samples_per_class items), and
+    for each draw samples_per_class positions of that class uniformly **with replacement** (an image may appear
+    twice). Seeded by (seed, epoch) (the official sampler uses Python ``random`` seeded once per run).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if samples_per_class < 1 or batch_size < samples_per_class or batch_size % samples_per_class:
+        raise ValueError(f"class-balanced sampler needs samples_per_class >= 1 dividing batch_size, got "
+                         f"batch_size={batch_size}, samples_per_class={samples_per_class}")
+    classes, codes = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"class-balanced sampler needs at least 2 classes, the split has {len(classes)}")
+    rng = np.random.default_rng([seed, epoch, 15485863])
+    order = np.argsort(codes, kind="stable")  # positions grouped by class
+    counts = np.bincount(codes)
+    starts = np.cumsum(counts) - counts
+    n_batches, draws = len(labels) // batch_size, batch_size // samples_per_class
+    drawn = rng.integers(len(classes), size=(n_batches, draws))
+    offsets = rng.integers(counts[drawn][..., None], size=(n_batches, draws, samples_per_class))
+    positions = order[starts[drawn][..., None] + offsets]
+    return [batch.reshape(-1) for batch in positions]

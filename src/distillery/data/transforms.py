@@ -1,13 +1,15 @@
 """Batched tensor transforms on decoded uint8 images, with replayable per-sample random parameters.
 
-Every random choice of a view (flip, crop offset, erasing box) is drawn from an RNG seeded by
-``(seed, stream, view, image_index)``, so a view can be reported and re-applied bit-identically (the
-teacher-output cache relies on this). ``stream`` separates independent views of one image in one step
-(D3still augments the student's and the teacher's KD images independently); ``view`` is usually the epoch.
+Every random choice of a view (flip, crop offset, erasing box) is a function of
+``(seed, stream, view, image_index)`` (a counter-based hash, :func:`uniforms`, vectorised over a batch), so a
+view can be reported and re-applied bit-identically (the teacher-output cache relies on this). ``stream``
+separates independent views of one image in one step (D3still augments the student's and the teacher's KD
+images independently); ``view`` is usually the epoch.
 
 Train pipeline (D3still ``make_dataloader``): Resize((r, r)) -> RandomHorizontalFlip(0.5) -> Pad(p, fill 0)
 -> RandomCrop(r) -> [0, 1] -> Normalize(mean, std) -> RandomErasing(prob, value = mean in normalised space,
 i.e. 0). Test: Resize((r, r)) -> [0, 1] -> Normalize. Resizing works on tensors (bilinear, antialiased).
+Every step after the uint8 upload runs batched on ``device`` (the GPU when training on one).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distillery.utils.device import to_device
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ERASE_ATTEMPTS = 10  # torchvision RandomErasing's box search
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,30 @@ class ViewParams:
     crop_top: int
     crop_left: int
     erase: tuple[int, int, int, int] | None  # top, left, height, width in output pixels
+
+
+@dataclass(frozen=True)
+class ViewBatch:
+    """The random choices of the views of a batch, as arrays; an erase row (0, 0, 0, 0) means no box."""
+
+    flip: np.ndarray  # N bool
+    crop_top: np.ndarray  # N int64
+    crop_left: np.ndarray  # N int64
+    erase: np.ndarray  # N x 4 int64: top, left, height, width in output pixels
+
+    def __len__(self) -> int:
+        return len(self.flip)
+
+    def __getitem__(self, i: int) -> ViewParams:
+        box = tuple(int(v) for v in self.erase[i])
+        return ViewParams(bool(self.flip[i]), int(self.crop_top[i]), int(self.crop_left[i]),
+                          box if box[2] and box[3] else None)
+
+    @classmethod
+    def from_params(cls, params: list[ViewParams]) -> "ViewBatch":
+        erase = [p.erase if p.erase is not None else (0, 0, 0, 0) for p in params]
+        return cls(np.array([p.flip for p in params], bool), np.array([p.crop_top for p in params], np.int64),
+                   np.array([p.crop_left for p in params], np.int64), np.array(erase, np.int64).reshape(-1, 4))
 
 
 @dataclass(frozen=True)
@@ -46,33 +75,75 @@ class ViewSpec:
 
     def draw(self, seed: int, stream: int, view: int, image_index: int) -> ViewParams:
         """Draw the random parameters of one view of one image, deterministically."""
-        rng = np.random.default_rng([seed, stream, view, int(image_index)])
-        flip = bool(rng.random() < self.flip_prob)
-        top = int(rng.integers(0, 2 * self.padding + 1))
-        left = int(rng.integers(0, 2 * self.padding + 1))
-        erase = None
-        if self.erase_prob > 0 and rng.random() < self.erase_prob:
-            erase = _draw_erase_box(rng, self.resolution)
-        return ViewParams(flip, top, left, erase)
+        return self.draw_batch(seed, stream, view, [image_index])[0]
+
+    def draw_batch(self, seed: int, stream: int, view: int, image_indices) -> ViewBatch:
+        """The views of ``image_indices``, vectorised (image by image the same values as :meth:`draw`).
+
+        Uniforms of each image (:func:`uniforms`, columns): 0 flip (< flip_prob); 1, 2 crop top and left
+        (uniform integers in 0..2 padding); if erase_prob > 0, 3 erase (< erase_prob) and 4 per attempt of
+        torchvision RandomErasing's box search: area fraction U(0.02, 0.33), aspect ratio log-uniform in
+        (0.3, 3.3), h = round(sqrt(area * ratio)), w = round(sqrt(area / ratio)) (round half to even, as
+        Python's round); the first of 10 attempts with h < r and w < r gives the box, its top and left
+        uniform integers; no fitting attempt = no box.
+        """
+        n_erase = 1 + 4 * ERASE_ATTEMPTS if self.erase_prob > 0 else 0
+        u = uniforms(seed, stream, view, image_indices, 3 + n_erase)
+        span = 2 * self.padding + 1
+        flip = u[:, 0] < self.flip_prob
+        top, left = np.floor(u[:, 1] * span).astype(np.int64), np.floor(u[:, 2] * span).astype(np.int64)
+        erase = np.zeros((len(u), 4), np.int64)
+        if n_erase:
+            erase = _erase_boxes(u[:, 3] < self.erase_prob, u[:, 4:].reshape(len(u), ERASE_ATTEMPTS, 4),
+                                 self.resolution)
+        return ViewBatch(flip, top, left, erase)
 
 
-def _draw_erase_box(rng: np.random.Generator, size: int, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
-    """torchvision RandomErasing's box search (10 attempts, area fraction ``scale``, log-uniform aspect ratio)."""
-    area = size * size
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        erase_area = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        h = int(round(math.sqrt(erase_area * aspect)))
-        w = int(round(math.sqrt(erase_area / aspect)))
-        if h < size and w < size:
-            return int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1)), h, w
-    return None
+_MASK64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def to_float(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """N x H x W x C uint8 (numpy or tensor) -> N x C x H x W float32 in [0, 1]."""
-    x = torch.as_tensor(np.ascontiguousarray(images_uint8))
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniforms(seed: int, stream: int, view: int, image_indices, n: int) -> np.ndarray:
+    """len(image_indices) x n float64 uniforms in [0, 1): splitmix64 hashes of (seed, stream, view, image
+    index, column), 53 bits each. A pure function: the same arguments give the same numbers on any machine."""
+    with np.errstate(over="ignore"):
+        key = np.zeros(1, np.uint64)
+        for part in (seed, stream, view):
+            key = _mix(key ^ (np.uint64(int(part) & _MASK64) + _GOLDEN))
+        index = np.asarray(image_indices, dtype=np.int64).reshape(-1, 1).astype(np.uint64)
+        key = _mix(key ^ (index + _GOLDEN))
+        bits = _mix(key + _GOLDEN * np.arange(1, n + 1, dtype=np.uint64))
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def _erase_boxes(apply: np.ndarray, u: np.ndarray, size: int, scale=(0.02, 0.33), ratio=(0.3, 3.3)) -> np.ndarray:
+    """N x 4 boxes (top, left, h, w) from N x attempts x 4 uniforms (see ViewSpec.draw_batch); 0s = no box."""
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    area = size * size * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    aspect = np.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    h = np.round(np.sqrt(area * aspect)).astype(np.int64)
+    w = np.round(np.sqrt(area / aspect)).astype(np.int64)
+    fits = (h < size) & (w < size)
+    rows, first = np.arange(len(u)), fits.argmax(axis=1)
+    h, w, keep = h[rows, first], w[rows, first], fits[rows, first] & apply
+    top = np.floor(u[rows, first, 2] * (size - h + 1)).astype(np.int64)
+    left = np.floor(u[rows, first, 3] * (size - w + 1)).astype(np.int64)
+    return np.where(keep[:, None], np.stack([top, left, h, w], axis=1), 0)
+
+
+def to_float(images_uint8: np.ndarray | torch.Tensor, device=None) -> torch.Tensor:
+    """N x H x W x C uint8 (numpy or tensor) -> N x C x H x W float32 in [0, 1], on ``device`` (default: where
+    the input is; the uint8 batch is uploaded first, a quarter of the float32 bytes)."""
+    x = images_uint8 if isinstance(images_uint8, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(images_uint8))
+    if device is not None:
+        x = to_device(x, device)
     return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -84,37 +155,45 @@ def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     channels = x.shape[1]
-    mean = torch.tensor(spec.mean[:channels] if len(spec.mean) >= channels else spec.mean * channels)
-    std = torch.tensor(spec.std[:channels] if len(spec.std) >= channels else spec.std * channels)
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    mean = spec.mean[:channels] if len(spec.mean) >= channels else spec.mean * channels
+    std = spec.std[:channels] if len(spec.std) >= channels else spec.std * channels
+    mean, std = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in (mean, std))
+    return (x - mean) / std
 
 
-def eval_view(images_uint8, spec: ViewSpec) -> torch.Tensor:
+def eval_view(images_uint8, spec: ViewSpec, device=None) -> torch.Tensor:
     """Test-time view: resize to the spec's resolution and normalise. Returns N x C x r x r float32."""
-    return normalize(resize(to_float(images_uint8), spec.resolution), spec)
+    return normalize(resize(to_float(images_uint8, device), spec.resolution), spec)
 
 
-def apply_views(images_uint8, spec: ViewSpec, params: list[ViewParams]) -> torch.Tensor:
-    """Train-time views with the given per-image parameters. Returns N x C x r x r float32."""
-    x = resize(to_float(images_uint8), spec.resolution)
+def apply_views(images_uint8, spec: ViewSpec, params: ViewBatch | list[ViewParams], device=None) -> torch.Tensor:
+    """Train-time views with the given per-image parameters. Returns N x C x r x r float32 on ``device``.
+
+    Flip + pad + crop is one gather: output column j of a flipped image reads padded column
+    ``W_p - 1 - (left + j)`` (flipping before padding equals flipping the padded image), so the result is
+    the same as flipping, padding and cropping image by image.
+    """
+    if not isinstance(params, ViewBatch):
+        params = ViewBatch.from_params(list(params))
+    x = resize(to_float(images_uint8, device), spec.resolution)
     r, p = spec.resolution, spec.padding
     if p:
         x = F.pad(x, (p, p, p, p), value=0.0)
-    out = torch.empty(x.shape[0], x.shape[1], r, r)
-    for i, prm in enumerate(params):
-        img = x[i]
-        if prm.flip:
-            img = img.flip(-1)
-        out[i] = img[:, prm.crop_top:prm.crop_top + r, prm.crop_left:prm.crop_left + r]
-    out = normalize(out, spec)
-    for i, prm in enumerate(params):
-        if prm.erase is not None:
-            top, left, h, w = prm.erase
-            out[i, :, top:top + h, left:left + w] = 0.0  # the mean, in normalised space
+    n, c, hp, wp = x.shape
+    steps = np.arange(r)
+    rows = params.crop_top[:, None] + steps
+    cols = params.crop_left[:, None] + steps
+    cols = np.where(params.flip[:, None], wp - 1 - cols, cols)
+    index = torch.from_numpy((rows[:, :, None] * wp + cols[:, None, :]).reshape(n, 1, r * r)).to(x.device)
+    out = normalize(x.reshape(n, c, hp * wp).gather(2, index.expand(n, c, r * r)).view(n, c, r, r), spec)
+    top, left, h, w = params.erase.T[:, :, None]
+    if (h * w).any():
+        inside = ((steps >= top) & (steps < top + h))[:, :, None] & ((steps >= left) & (steps < left + w))[:, None, :]
+        out = out.masked_fill(torch.from_numpy(inside[:, None]).to(x.device), 0.0)  # the mean, in normalised space
     return out
 
 
-def train_views(images_uint8, image_indices, spec: ViewSpec, *, seed: int, stream: int, view: int) -> torch.Tensor:
+def train_views(images_uint8, image_indices, spec: ViewSpec, *, seed: int, stream: int, view: int,
+                device=None) -> torch.Tensor:
     """Draw and apply one augmented view per image (see module docstring for the seeding)."""
-    params = [spec.draw(seed, stream, view, i) for i in image_indices]
-    return apply_views(images_uint8, spec, params)
+    return apply_views(images_uint8, spec, spec.draw_batch(seed, stream, view, image_indices), device)

@@ -110,6 +110,6 @@ def embed(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, spec: Vi
     model.eval().to(device)
     chunks = []
     for start in range(0, len(rows), batch_size):
-        x = eval_view(images[rows[start:start + batch_size]], spec).to(device)
+        x = eval_view(images[rows[start:start + batch_size]], spec, device=device)
         chunks.append(multiscale(model, x, scales, field).float().cpu())
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)

@@ -1,5 +1,5 @@
 """Evaluation metrics, all in percent: retrieval (D3still / pytorch-metric-learning), revisited Oxford/Paris,
-classification top-k (mdistiller) and clustering NMI (S2SD)."""
+near-duplicate video retrieval (whiten_mtd SVD), classification top-k (mdistiller) and clustering NMI (S2SD)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .classification import classification_metrics
 from .clustering import nmi
 from .retrieval import retrieval_metrics
 from .revisited import revisited_map
+from .video import chamfer_similarity, video_retrieval_metrics, video_similarity
 
 _TIES = "ties broken by gallery index"
 
@@ -24,6 +25,11 @@ _FIXED = {
     "n_queries": "Number of queries evaluated, including those without a relevant gallery item.",
     "n_queries_without_match": "Number of queries with no relevant gallery item after removals, left out of "
                                "every retrieval average.",
+    "map_topinf": "Mean over video queries of AP over the whole ranked list (its ground-truth candidates plus "
+                  "every distractor), normalised by the relevant items in the list, 0 without one (whiten_mtd "
+                  "SVD evaluator), percent.",
+    "n_queries_without_positive": "Number of video queries with no relevant item in their list, scored 0 in "
+                                  "map_topinf (whiten_mtd counts them).",
     "nmi": "Normalised mutual information (arithmetic mean of entropies) between class labels and seeded faiss "
            "k-means clusters of the L2-normalised embeddings, k = number of classes, percent.",
 }
@@ -31,6 +37,8 @@ _PATTERNS = (
     (r"recall_at_(\d+)", "Percent of queries with a relevant gallery item among the first {0} cosine results "
                          f"(hit@{{0}}, CMC rank-{{0}}, the DML papers' Recall@{{0}}; {_TIES})."),
     (r"top(\d+)", "Percent of samples whose label is among the {0} largest logits (mdistiller top-{0} accuracy)."),
+    (r"map_top(\d+)", "Mean over video queries of AP over the first {0} entries of the ranked list, normalised by the "
+                      "relevant items among them, 0 without one (whiten_mtd SVD top-{0} mAP), percent."),
     (r"map_(easy|medium|hard)", "Revisited Oxford/Paris mean average precision (trapezoid rule, junk removed) "
                                 "in the {0} setting, percent."),
     (r"mp_at_(\d+)_(easy|medium|hard)", "Revisited Oxford/Paris mean precision at {0} (divisor min({0}, position "
@@ -56,8 +64,9 @@ METRIC_DEFINITIONS: dict[str, str] = {key: metric_definition(key) for key in [
     "top1", "top5",
     *(f"map_{s}" for s in _SETTINGS),
     *(f"mp_at_{k}_{s}" for s in _SETTINGS for k in (1, 5, 10)),
+    "map_top100",
 ]}
 """Metric key -> one-sentence definition, for writing next to the numbers in metrics JSON files."""
 
-__all__ = ["METRIC_DEFINITIONS", "classification_metrics", "metric_definition", "nmi", "retrieval_metrics",
-           "revisited_map"]
+__all__ = ["METRIC_DEFINITIONS", "chamfer_similarity", "classification_metrics", "metric_definition", "nmi",
+           "retrieval_metrics", "revisited_map", "video_retrieval_metrics", "video_similarity"]

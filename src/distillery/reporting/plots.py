@@ -44,3 +44,19 @@ def training_curves(logs: dict[str, pd.DataFrame], path, column: str = "loss") -
     fig.tight_layout()
     fig.savefig(Path(path), dpi=110)
     plt.close(fig)
+
+
+def top1_chart(results: pd.DataFrame, dataset: str, path) -> None:
+    """Test top-1 accuracy of every method (and the teacher) on a classification ``dataset``."""
+    rows = results[results["dataset"] == dataset]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows) + 2), 4))
+    ax.bar(range(len(rows)), rows["top1"].astype(float), width=0.6)
+    ax.set_xticks(list(range(len(rows))), rows["method"], rotation=40, ha="right")
+    low = float(rows["top1"].astype(float).min())
+    ax.set_ylim(max(0.0, low - 10.0), 100)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{dataset}: test top-1 by method")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

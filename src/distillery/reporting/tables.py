@@ -84,3 +84,69 @@ def markdown_table(results: pd.DataFrame) -> str:
                 cells += [_fmt(rec.get("paper_map")), _fmt(rec.get("paper_r1"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ classification task
+CLS_COLUMNS = [("top1", "top-1"), ("top5", "top-5")]
+
+
+def collect_classification(metrics_dir, datasets: list[str], methods: list[str]) -> pd.DataFrame:
+    """One row per (dataset, method) cell of the classification benchmark plus one ``teacher`` row per dataset
+    (``metrics/teacher-<ds>.json``, ``metrics/bench/<ds>-<method>.json``); a missing file is a FileNotFoundError
+    naming the stage that writes it."""
+    metrics_dir = Path(metrics_dir)
+    rows = []
+    for ds in datasets:
+        teacher_file = metrics_dir / f"teacher-{ds}.json"
+        if not teacher_file.is_file():
+            raise FileNotFoundError(f"{teacher_file} is missing; run `dvc repro teacher_cls@{ds}`")
+        t = json.loads(teacher_file.read_text())
+        rows.append({"dataset": ds, "method": "teacher", **{k: t.get(k) for k, _ in CLS_COLUMNS},
+                     "train_seconds": t.get("train_seconds")})
+        for method in methods:
+            cell = metrics_dir / "bench" / f"{ds}-{method}.json"
+            if not cell.is_file():
+                raise FileNotFoundError(f"{cell} is missing; run `dvc repro bench_cls@{ds}-{method}`")
+            m = json.loads(cell.read_text())
+            rows.append({"dataset": ds, "method": method, **{k: m.get(k) for k, _ in CLS_COLUMNS},
+                         "train_seconds": m.get("train_seconds"), "teacher_sha256": m.get("teacher_sha256"),
+                         "seed": m.get("seed")})
+    return pd.DataFrame(rows, columns=["dataset", "method", "top1", "top5", "train_seconds", "teacher_sha256", "seed"])
+
+
+def attach_classification_paper(results: pd.DataFrame, paper: dict, settings: dict[str, str | None]) -> pd.DataFrame:
+    """Add ``paper_top1``: ``paper_numbers.yaml`` classification -> <dataset> -> <setting> -> <method> -> top1."""
+    out = results.copy()
+    out["paper_top1"] = None
+    published = paper.get("classification") or {}
+    for i, row in out.iterrows():
+        setting = settings.get(row["dataset"])
+        number = ((published.get(row["dataset"]) or {}).get(setting) or {}).get(row["method"]) if setting else None
+        if number:
+            out.at[i, "paper_top1"] = number.get("top1")
+    return out
+
+
+def classification_table(results: pd.DataFrame, pairs: dict[str, str]) -> str:
+    """MDistiller layout: rows = methods, one top-1 column per (dataset, teacher -> student pair), followed by
+    the published top-1 where the dataset's ``paper_setting`` has one."""
+    datasets = list(dict.fromkeys(results["dataset"]))
+    methods = list(dict.fromkeys(results["method"]))
+    has_paper = "paper_top1" in results and results["paper_top1"].notna().any()
+    header = ["method"]
+    for ds in datasets:
+        header.append(f"{ds} {pairs.get(ds, '')} top-1".replace("  ", " "))
+        if has_paper:
+            header.append(f"{ds} paper top-1")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    names = {"teacher": "teacher", "vanilla": "vanilla (student, CE only)"}
+    for method in methods:
+        cells = [names.get(method, method)]
+        for ds in datasets:
+            row = results[(results["dataset"] == ds) & (results["method"] == method)]
+            rec = row.iloc[0].to_dict() if len(row) else {}
+            cells.append(_fmt(rec.get("top1")))
+            if has_paper:
+                cells.append(_fmt(rec.get("paper_top1")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

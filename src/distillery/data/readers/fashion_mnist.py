@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from distillery.data.readers._common import require_root
 from distillery.data.registry import DatasetError, register_reader
 
 FILES = {
@@ -34,7 +35,7 @@ def find_idx_file(root: Path, stem: str) -> Path:
         for name in (stem, stem + ".gz"):
             if (folder / name).is_file():
                 return folder / name
-    raise DatasetError(f"Fashion-MNIST file {stem}[.gz] not found under {root}; install Debian's "
+    raise DatasetError(f"fashion_mnist: file {stem}[.gz] is missing under {root}; install Debian's "
                        f"dataset-fashion-mnist or point data.<name>.root at the folder holding the idx files")
 
 
@@ -60,6 +61,7 @@ def read_idx(path: Path) -> np.ndarray:
 @register_reader("fashion_mnist")
 def read_fashion_mnist(root: Path, protocol: str = "standard", train_classes=(0, 1, 2, 3, 4)) -> pd.DataFrame:
     """Index of Fashion-MNIST: columns path (idx image file), index (row), label (0-9), split."""
+    root = require_root(root, "fashion_mnist")
     if protocol not in ("standard", "open_set"):
         raise DatasetError(f"unknown Fashion-MNIST protocol {protocol!r}; use 'standard' or 'open_set'")
     frames = []

@@ -6,6 +6,7 @@ Miners return LongTensor (T, 3) of (anchor, positive, negative) and draw with an
 exactly while the draws themselves are reproducible from a seed.
 """
 
+from distillery.losses.dml.criteria import EMBEDDING_CRITERIA, build_criterion
 from distillery.losses.dml.distance_weighted_miner import DistanceWeightedMiner, distance_weighted_neg_probs
 from distillery.losses.dml.euclidean_distance import EuclideanDistance, pairwise_l2
 from distillery.losses.dml.margin_loss import MarginLoss, margin_loss
@@ -15,6 +16,7 @@ from distillery.losses.dml.semihard_miner import SemihardMiner, semihard_neg_mas
 from distillery.losses.dml.triplet_loss import TripletLoss, triplet_loss_sampled
 
 __all__ = [
+    "EMBEDDING_CRITERIA",
     "DistanceWeightedMiner",
     "EuclideanDistance",
     "MarginLoss",
@@ -23,6 +25,7 @@ __all__ = [
     "SemihardMiner",
     "TripletLoss",
     "all_triplets",
+    "build_criterion",
     "distance_weighted_neg_probs",
     "margin_loss",
     "pairwise_l2",

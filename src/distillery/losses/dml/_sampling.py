@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -41,3 +42,9 @@ def sample_positives(labels: torch.Tensor, generator: torch.Generator | None, se
         alone = ~cand.any(dim=1)
         cand[alone, alone.nonzero().flatten()] = True
     return sample_per_row(cand.float(), generator, "positive")
+
+
+def epoch_generator_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit generator seed derived from (run seed, epoch, stream), so that mining draws restart identically
+    when a run resumes at ``epoch``."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(2, np.uint64)[0] >> 1)

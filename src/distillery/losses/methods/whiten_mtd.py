@@ -11,9 +11,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from distillery.engine.distributed import all_gather_with_grad, world_size
 from distillery.losses.base import Distiller
 from distillery.losses.functional import whitened_similarity_loss
 from distillery.losses.math.whiten_mtd import STRATEGIES
@@ -30,14 +28,9 @@ def _views(out) -> tuple[ModelOutput, ModelOutput | None]:
     raise TypeError(f"expected a ModelOutput or a (view 1, view 2) tuple of ModelOutputs, got {type(out).__name__}")
 
 
-def _global(x: torch.Tensor | None) -> torch.Tensor | None:
-    """L2-normalise, then gather over ranks with the gradient of the local slice (official order)."""
-    return None if x is None else all_gather_with_grad(F.normalize(x, p=2, dim=-1))
-
-
 @register_method("whiten_mtd")
 class WhitenMTD(Distiller):
-    """kd_weight · whitened_similarity_loss(student views, whitened teacher views) · world_size.
+    """kd_weight · whitened_similarity_loss(student views, whitened teacher views).
 
     ``forward(student, teachers, target)``: ``student`` is a ModelOutput or a (view 1, view 2) tuple;
     ``teachers`` is a list with one entry per name in ``teachers`` (same order), each a ModelOutput or a
@@ -51,9 +44,13 @@ class WhitenMTD(Distiller):
     the teachers see exactly the student's tensors, as the official code; false: the same images, flips and
     crops drawn from the same stream, but each teacher at its own view spec, e.g. resolution).
 
-    Under DDP (an initialised process group) the normalised tensors are gathered over ranks with the gradient
-    of the local slice and the loss is multiplied by the world size (the official ``gather_with_grad``);
-    single process: no gather, factor 1. Omitted: the official ``pos_win_count`` buffer (logging only).
+    Under DDP the trainer hands over the global batch (``distributed.gather_outputs``: every rank's
+    embeddings, with gradient for the local slice), so every rank computes the full-batch loss. The official
+    code gathers the L2-normalised tensors, keeps only the local slice's gradient and multiplies the loss by
+    the world size; our ``all_gather_with_grad`` sums the slice's gradient over ranks instead, which gives the
+    same (full-batch) gradient after DDP's averaging, so no factor is applied here (the official logs W·L).
+    Gathering before the L2 normalisation is the same as after it (row-wise). Omitted: the official
+    ``pos_win_count`` buffer (logging only).
 
     Pipeline differences from the official recipe (whiten_mtd.md 6): the optimiser and schedule are the
     pipeline's ``training`` recipe (SGD, per-epoch warm-up + cosine), not Adam(1e-3, wd 1e-6) with a
@@ -63,7 +60,7 @@ class WhitenMTD(Distiller):
 
     multi_teacher = True
     two_views = True
-    task_loss = False
+    task_loss = "none"
 
     def __init__(self, kd_weight: float = 1.0, teachers: Sequence[str] = ("teacher",), whiten: bool = True,
                  strategy: str = "maxmin", temp_student: float = 0.05, temp_teacher: float = 0.05,
@@ -113,11 +110,6 @@ class WhitenMTD(Distiller):
         e_s1, e_s2 = s1.embedding, None if s2 is None else s2.embedding
         e_t1 = [self._teacher_embedding(k, v1) for k, (v1, _) in enumerate(pairs)]
         e_t2 = None if s2 is None else [self._teacher_embedding(k, v2) for k, (_, v2) in enumerate(pairs)]
-        n = world_size()
-        if n > 1:
-            e_s1, e_s2 = _global(e_s1), _global(e_s2)
-            e_t1 = [_global(t) for t in e_t1]
-            e_t2 = None if e_t2 is None else [_global(t) for t in e_t2]
         loss = whitened_similarity_loss(e_s1, e_t1, self.strategy, self.temp_student, self.temp_teacher,
                                         emb_s2=e_s2, embs_t2=e_t2)
-        return {"kd": self.kd_weight * loss * n if n > 1 else self.kd_weight * loss}
+        return {"kd": self.kd_weight * loss}

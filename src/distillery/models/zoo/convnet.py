@@ -1,16 +1,19 @@
 """Small VGG-style convnets for the embedded (Fashion-MNIST) benchmark: fast on a 2-core CPU.
 
 Three stages of (conv3x3-BN-ReLU) x depth, each followed by 2x2 max-pooling except the last; global pooling
-(``pooling="avg"``, or ``"gem"`` with exponent ``gem_p``) gives ``pooled``. Heads: ``retrieval`` = the D3still
-ClassBlock (``fc``: BN-ReLU-Linear-BN embedding and a bias-free classifier), ``linear`` = a plain Linear
-classifier on ``pooled`` (classification nets; the embedding is ``pooled`` and ``spp`` adds SDD patch logits
-from the last map), ``l2_linear`` = whiten_mtd's student head (L2 then Linear; no logits).
-Input: B x C x H x W, H, W >= 8.
+(``pooling="avg"``, or ``"gem"`` with exponent ``gem_p``) gives ``pooled``. ``feats`` = the three stage outputs
+(post-ReLU), ``preact_feats`` = the same before the stage's last ReLU (output of its last BN);
+``get_bn_before_relu()`` = the last BN of stages 2 and 3 (aligned with ``preact_feats[1:]``, as the CIFAR nets'
+list is with theirs). Heads: ``retrieval`` = the D3still ClassBlock (``fc``: BN-ReLU-Linear-BN embedding and a
+bias-free classifier), ``linear`` = a plain Linear classifier on ``pooled`` (classification nets; the
+embedding is ``pooled`` and ``spp`` adds SDD patch logits from the last map), ``l2_linear`` = whiten_mtd's
+student head (L2 then Linear; no logits). Input: B x C x H x W, H, W >= 8.
 """
 
 from __future__ import annotations
 
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from distillery.models.heads import L2LinearHead, RetrievalHead
@@ -63,16 +66,24 @@ class ConvNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def get_bn_before_relu(self) -> list[nn.BatchNorm2d]:
+        """OFD margins: the last BN of stages 2 and 3 (the stages of ``preact_feats[1:]``)."""
+        return [stage[-2] for stage in self.stages[1:]]
+
     def forward(self, x: Tensor) -> ModelOutput:
-        feats = []
+        feats, preact = [], []
         for i, stage in enumerate(self.stages):
-            x = stage(x if i == 0 else self.pool(x))
+            x = x if i == 0 else self.pool(x)
+            for layer in stage[:-1]:
+                x = layer(x)
+            preact.append(x)
+            x = F.relu(x)  # the stage's last ReLU, out of place so that the pre-activation survives
             feats.append(x)
         pooled = global_pool(x, self.pooling, self.gem_p)
         if self.head_kind == "linear":
-            return classification_output(feats, pooled, self.fc, None, x, self.spp_scales)
+            return classification_output(feats, pooled, self.fc, preact, x, self.spp_scales)
         logits, embedding = self.fc(pooled)
-        return ModelOutput(feats=feats, pooled=pooled, embedding=embedding, logits=logits)
+        return ModelOutput(feats=feats, pooled=pooled, embedding=embedding, logits=logits, preact_feats=preact)
 
 
 @register_model("convnet_s")
