@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: all setup venv data repro test bench clean-outputs help
 

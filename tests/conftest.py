@@ -6,8 +6,10 @@ import copy
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+
+import distillery  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads OpenMP)
+import torch
 
 from tests.data.fabricate import make_fashion_mnist
 

@@ -138,6 +138,8 @@ SCHEMA: dict[str, Any] = {
     "benchmark": {"datasets": Field(list), "methods": Field(list),
                   "teachers": Field(list, nullable=True),                # extra teachers trained per dataset
                   "multi_teacher_methods": Field(list, nullable=True)},  # rows of stage bench_mt
+    "teacher_cache": {"views": NONNEG_INT, "dtype": Field(str, choices=("float32", "float16")),
+                      "logits_topk": Field(int, min=1, nullable=True)},
     # classification task (mdistiller recipe): its own networks, recipes and benchmark matrix
     "teacher_cls": {**VIEW_SCHEMA, **CLS_RECIPE_SCHEMA, "epochs": NONNEG_INT},  # 0: keep pretrained weights
     "student_cls": VIEW_SCHEMA,

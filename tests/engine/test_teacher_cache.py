@@ -60,3 +60,42 @@ def test_methods_reading_feature_maps_refuse_the_cache():
     check_cacheable("kd", ("logits",))
     with pytest.raises(CacheRefused, match="method 'ugd' reads the teacher's feats"):
         check_cacheable("ugd", ("embedding", "feats"))
+
+
+def test_training_from_the_cache_equals_training_with_the_teacher(tmp_path):
+    """V >= epochs replays exactly the views the uncached run shows the teacher: same student weights."""
+    from distillery.engine.trainer import Recipe, TrainData, train
+    from distillery.losses import build_method
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(40, 12, 12, 1), dtype=np.uint8)
+    data = TrainData.from_split(images, np.arange(40), np.repeat(np.arange(5), 8))
+    view_s, view_t = ViewSpec(8, (0.5,), (0.5,), padding=1), ViewSpec(12, (0.5,), (0.5,), padding=2)
+    recipe = Recipe(epochs=2, lr=0.05, ids_per_batch=5, samples_per_id=4, kd_batch_size=10)
+    torch.manual_seed(0)
+    teacher = build_model("convnet_m", num_classes=5, in_channels=1, embedding_dim=16).eval()
+    build_teacher_cache(teacher, images, data.rows, view_t, tmp_path / "views", seed=0, views=2, progress=False,
+                        batch_size=10)
+    weights = []
+    for cache in (None, TeacherCache(tmp_path / "views", seed=0)):
+        torch.manual_seed(1)
+        student = build_model("convnet_s", num_classes=5, in_channels=1, embedding_dim=16)
+        train(student, data, recipe, view_s, seed=0, checkpoint_path=tmp_path / f"c{cache is None}.pt",
+              distiller=build_method("fitnet"), teacher=teacher, view_t=view_t, progress=False, teacher_cache=cache)
+        weights.append(student.state_dict())
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_refuses_the_cache_for_feature_map_methods(tmp_path):
+    from distillery.engine.trainer import Recipe, TrainData, train
+    from distillery.losses import build_method
+
+    images = np.zeros((20, 12, 12, 1), dtype=np.uint8)
+    data = TrainData.from_split(images, np.arange(20), np.repeat(np.arange(5), 4))
+    model = build_model("convnet_s", num_classes=5, in_channels=1, embedding_dim=16)
+    teacher = build_model("convnet_m", num_classes=5, in_channels=1, embedding_dim=16)
+    with pytest.raises(CacheRefused, match="method 'ugd' reads the teacher's feats"):
+        train(model, data, Recipe(epochs=1, lr=0.1, ids_per_batch=5, samples_per_id=4, kd_batch_size=10),
+              ViewSpec(12, (0.5,), (0.5,)), seed=0, checkpoint_path=tmp_path / "c.pt", distiller=build_method("ugd"),
+              teacher=teacher, view_t=ViewSpec(12, (0.5,), (0.5,)), progress=False, teacher_cache=object())

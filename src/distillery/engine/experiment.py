@@ -36,6 +36,9 @@ class Paths:
     def gallery(self, ds: str, name: str = "teacher") -> Path:
         return self._teacher_dir(ds, name) / "gallery"
 
+    def teacher_views(self, ds: str) -> Path:
+        return self.root / "artifacts" / ds / "teacher_views"
+
     def whitening(self, ds: str, name: str = "teacher") -> Path:
         return self._teacher_dir(ds, name) / "whitening.pt"
 

@@ -26,6 +26,7 @@ from distillery.engine import distributed
 from distillery.engine.checkpoint import file_sha256, load_model_weights, save_checkpoint
 from distillery.engine.classification import ClassificationRecipe, evaluate_classifier, train_classifier
 from distillery.engine.experiment import Paths, build_network, embed, eval_rows, train_data, view_spec
+from distillery.engine.teacher_cache import TeacherCache, build_teacher_cache
 from distillery.engine.runtime import setup_runtime
 from distillery.engine.trainer import Recipe, train
 from distillery.evaluation import retrieval_metrics, revisited_map
@@ -254,6 +255,24 @@ def whitening(params: dict, ds: str, paths: Paths = Paths(), name: str = "teache
             "energy_kept": round(white.energy_kept, 6)}
 
 
+def teacher_views(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True) -> dict:
+    """Stage teacher_views@<ds>: the frozen teacher's outputs on ``teacher_cache.views`` recorded views of every
+    training image (FKD-style cache; ``views: 0`` writes an empty cache and training runs the teacher)."""
+    device = _runtime(params)
+    cfg, cache_cfg = params["data"][ds], params.get("teacher_cache") or {}
+    views = cache_cfg.get("views", 0)
+    if not views:
+        with atomic_dir(paths.teacher_views(ds)) as tmp:
+            write_json(tmp / "meta.json", {"views": 0, "bytes": 0, "build_seconds": 0.0})
+        return {"views": 0, "bytes": 0, "build_seconds": 0.0}
+    prepared = PreparedDataset(paths.prepared(ds))
+    return build_teacher_cache(load_teacher(params, ds, paths), prepared.images, prepared.rows("train"),
+                               view_spec(params["teacher"], cfg, train=True), paths.teacher_views(ds),
+                               seed=params["seed"], views=views, logits_topk=cache_cfg.get("logits_topk"),
+                               dtype=cache_cfg.get("dtype", "float32"), batch_size=params["evaluation"]["batch_size"],
+                               device=device, progress=progress)
+
+
 def _teacher_inputs(params: dict, ds: str, distiller, paths: Paths) -> dict:
     """The trainer's teacher arguments: ``teacher``/``view_t``, or for a multi-teacher method ``teachers``/
     ``views_t`` (and, with ``whiten``, each teacher's frozen whitening layer set on the distiller)."""
@@ -285,11 +304,14 @@ def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(
     teacher_inputs = _teacher_inputs(params, ds, distiller, paths)
     recipe = Recipe.from_params(params["training"])
     teachers = {n: teacher_group(params, n) for n in getattr(distiller, "teachers", ())}
-    run_id = f"student-{cell}-{_fingerprint(params['seed'], group, params['training'], cfg, method, params['methods'][method], teachers, prepared.meta)}"
+    views = (params.get("teacher_cache") or {}).get("views", 0)
+    cache = TeacherCache(paths.teacher_views(ds), params["seed"], num_classes=data.num_classes) \
+        if views and distiller.uses_teacher and not distiller.multi_teacher else None  # the main teacher's views
+    run_id = f"student-{cell}-{_fingerprint(params['seed'], group, params['training'], cfg, method, params['methods'][method], teachers, prepared.meta, views)}"
     t0 = time.perf_counter()
     result = train(student, data, recipe, view_spec(group, cfg, train=True), seed=params["seed"],
                    distiller=distiller, device=device, checkpoint_path=paths.resume(run_id), progress=progress,
-                   desc=f"{method} {ds}", **teacher_inputs)
+                   desc=f"{method} {ds}", teacher_cache=cache, **teacher_inputs)
     if distributed.is_main():
         save_checkpoint(paths.student(cell), {"model": student.state_dict(), "architecture": group, "method": method,
                                               "num_classes": data.num_classes, "history": result.history})

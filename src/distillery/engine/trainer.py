@@ -40,6 +40,7 @@ from distillery.data.transforms import ViewSpec, train_views
 from distillery.engine import accel, distributed
 from distillery.engine.checkpoint import load_checkpoint, save_checkpoint
 from distillery.engine.schedule import warmup_cosine_lr
+from distillery.engine.teacher_cache import check_cacheable
 from distillery.losses.base import Distiller
 from distillery.losses.task import build_task_loss
 from distillery.models.shapes import probe_shapes
@@ -203,11 +204,15 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
           checkpoint_path, distiller: Distiller | None = None, teacher: nn.Module | None = None,
           view_t: ViewSpec | None = None, device=torch.device("cpu"), progress: bool = True,
           desc: str = "train", stop_after_steps: int | None = None, step_callback=None,
-          teachers: list[nn.Module] | None = None, views_t: list[ViewSpec] | None = None) -> TrainResult:
+          teachers: list[nn.Module] | None = None, views_t: list[ViewSpec] | None = None,
+          teacher_cache=None) -> TrainResult:
     """Train ``model`` (in place) and write an atomic checkpoint after every epoch (rank 0).
 
     Single-teacher methods take ``teacher`` / ``view_t``; multi-teacher methods take ``teachers`` / ``views_t``
     (one per name in ``distiller.teachers``, same order).
+    ``teacher_cache`` (a ``TeacherCache``, single-teacher methods): read the teacher's outputs for the KD batch
+    from the recorded views instead of running the teacher (the teacher is still used for shape probing and
+    ``bind_teacher``).
     If ``checkpoint_path`` holds a checkpoint of this run, training resumes after its last finished epoch.
     ``stop_after_steps`` (tests only) stops the run abruptly after that many optimisation steps;
     ``step_callback(steps_done)`` (benchmarks) is called after every optimisation step.
@@ -224,6 +229,11 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         raise ValueError("a distillation method that uses a teacher needs `teacher` and `view_t`")
     # a teacher-based method without a task loss trains on its KD batches alone (no task batch is drawn)
     draws_task = not (uses_teacher and (distiller.task_loss or recipe.task_loss) == "none")
+    if teacher_cache is not None and uses_teacher:
+        if multi:
+            raise ValueError("the teacher-output cache holds the main teacher's views; multi-teacher methods run "
+                             "their teachers (set teacher_cache.views: 0)")
+        check_cacheable(distiller.method_name, distiller.teacher_outputs)
     device = torch.device(device)
     main, progress = distributed.is_main(), progress and distributed.is_main()
     amp = accel.resolve_amp(recipe.amp, device)
@@ -325,8 +335,11 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
                 kd_rows = data.rows[kd_pos]
                 kd_images = to_device(torch.as_tensor(np.ascontiguousarray(data.images[kd_rows])), device)
                 xs = views(kd_images, kd_rows, view_s, STREAM_KD_STUDENT, epoch)
-                xt = views(kd_images, kd_rows, view_t, STREAM_KD_TEACHER, epoch)
-                out_t = accel.teacher_forward(teacher_net, xt, fields_t, amp)
+                if teacher_cache is not None:
+                    out_t = teacher_cache.outputs(kd_pos, epoch, device)
+                else:
+                    xt = views(kd_images, kd_rows, view_t, STREAM_KD_TEACHER, epoch)
+                    out_t = accel.teacher_forward(teacher_net, xt, fields_t, amp)
                 with accel.autocast(amp, device):
                     out_s = net(xs)
                 out_s = distributed.gather_outputs(accel.float_outputs(out_s, amp), fields_s, with_grad=True)
