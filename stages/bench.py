@@ -1,5 +1,5 @@
-"""DVC stage bench@<dataset>-<method> (bench_cls@... for classification): distill and evaluate one cell of the
-benchmark matrix."""
+"""DVC stages bench@<dataset>-<method> (bench_cls@... for classification; bench_mt@... for multi-teacher
+methods): distill and evaluate one cell of the benchmark matrix."""
 
 from distillery.cli import run_stage, stage_parser
 from distillery.engine import distributed, steps

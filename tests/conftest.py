@@ -37,6 +37,7 @@ def tiny_params(data_root: Path) -> dict:
                 hyper[key] = min(hyper[key], 20)
     params["evaluation"]["batch_size"] = 64
     params["benchmark"]["methods"] = ["vanilla", "kd", "fitnet"]
+    params["benchmark"].update(teachers=[], multi_teacher_methods=[])  # multi-teacher: test_pipeline_revisited.py
     params["benchmark_cls"].update(datasets=[], methods=[])  # classification: see tiny_cls_params
     return params
 

@@ -107,17 +107,23 @@ CLS_RECIPE_SCHEMA = {"epochs": POS_INT, "lr": POS_NUM,
                      "lr_decay_rate": Field(float, positive=True, max=1.0), "weight_decay": NONNEG,
                      "momentum": Field(float, min=0.0, max=1.0), "batch_size": Field(int, min=2),
                      "grad_clip": Field(float, positive=True, nullable=True)}
+TEACHER_SCHEMA = {**VIEW_SCHEMA, **RECIPE_SCHEMA,
+                  "seed": Field(int, min=0, nullable=True),        # default: the global seed
+                  "checkpoint": Field(str, nullable=True)}         # import instead of training (see steps.train_teacher)
 DATASET_SCHEMA = {
     "reader": Field(str), "root": Field(str), "task": Field(str, choices=("retrieval", "classification")),
     "reader_options": Field(dict), "channels": Field(int, choices=(1, 3)), "store_size": Field(int, min=8, nullable=True),
     "max_train_per_class": Field(int, min=1, nullable=True), "max_test_per_class": Field(int, min=1, nullable=True),
     "on_bad_image": Field(str, choices=("fail", "skip")), "mean": Field(list), "std": Field(list),
     "paper_setting": Field(str, nullable=True),
+    "crop_queries": Field(bool, nullable=True),   # crop query images to their bbox at prepare time (default true)
+    "train_from": Field(dict, nullable=True),     # {reader, root, reader_options}: the train split of another set
 }
+TRAIN_FROM_SCHEMA = {"reader": Field(str), "root": Field(str), "reader_options": Field(dict, nullable=True)}
 SCHEMA: dict[str, Any] = {
     "dataset": Field(str), "method": Field(str), "seed": NONNEG_INT, "deterministic": Field(bool),
-    "data": "datasets", "methods": "methods",
-    "teacher": {**VIEW_SCHEMA, **RECIPE_SCHEMA},
+    "data": "datasets", "methods": "methods", "teachers": "teachers",
+    "teacher": TEACHER_SCHEMA,
     "student": VIEW_SCHEMA,
     "training": {**{k: v for k, v in RECIPE_SCHEMA.items()}, "kd_batch_size": Field(int, min=2),
                  "ce_weight": NONNEG, "triplet_weight": NONNEG, "grad_clip": Field(float, positive=True, nullable=True),
@@ -125,10 +131,13 @@ SCHEMA: dict[str, Any] = {
                  "amp": Field(str, choices=("none", "bf16", "fp16")), "channels_last": Field(bool),
                  "compile": Field(bool)},
     "evaluation": {"ks": Field(list), "batch_size": POS_INT, "whitening": Field(bool),
-                   "nmi": Field(bool, nullable=True)},
+                   "nmi": Field(bool, nullable=True),
+                   "scales": Field(list, nullable=True)},  # multi-scale test embeddings; null = [1.0]
     "whitening": {"out_dim": Field(int, min=1, nullable=True), "floor_ratio": Field(float, min=0.0),
                   "power": Field(float, min=0.0)},
-    "benchmark": {"datasets": Field(list), "methods": Field(list)},
+    "benchmark": {"datasets": Field(list), "methods": Field(list),
+                  "teachers": Field(list, nullable=True),                # extra teachers trained per dataset
+                  "multi_teacher_methods": Field(list, nullable=True)},  # rows of stage bench_mt
     "teacher_cache": {"views": NONNEG_INT, "dtype": Field(str, choices=("float32", "float16")),
                       "logits_topk": Field(int, min=1, nullable=True)},
     # classification task (mdistiller recipe): its own networks, recipes and benchmark matrix
@@ -140,6 +149,10 @@ SCHEMA: dict[str, Any] = {
 REQUIRED_TOP = ("dataset", "method", "seed", "data", "teacher", "student", "training", "evaluation", "methods",
                 "benchmark", "teacher_cls", "student_cls", "training_cls", "benchmark_cls")
 TASK_OVERRIDE = "classification"  # methods.<name>.classification: hyper-parameters that differ in that task
+METHOD_RESERVED = ("method", "student")
+"""Keys of a ``methods.<name>`` group read by the pipeline, not passed to the distiller: ``method`` = the
+registered method to build (default: the group's name; lets one method fill several benchmark rows, e.g. an
+ablation), ``student`` = overrides of the ``student`` group for this method's student (retrieval)."""
 
 
 def _check_group(prefix: str, group: Any, schema: dict) -> None:
@@ -168,6 +181,20 @@ def _check_datasets(data: Any) -> None:
         _check_group(f"data.{name}", entry, DATASET_SCHEMA)
         if entry["reader"] not in readers:
             raise ConfigError(f"data.{name}.reader = {entry['reader']!r} is not a known dataset{_nearest(entry['reader'], readers)}")
+        if entry.get("train_from") is not None:
+            _check_group(f"data.{name}.train_from", entry["train_from"], TRAIN_FROM_SCHEMA)
+            if entry["train_from"]["reader"] not in readers:
+                raise ConfigError(f"data.{name}.train_from.reader = {entry['train_from']['reader']!r} is not a known "
+                                  f"dataset{_nearest(entry['train_from']['reader'], readers)}")
+
+
+def _check_teachers(teachers: Any) -> None:
+    if not isinstance(teachers, dict):
+        raise ConfigError("teachers must map extra teacher names to teacher groups (the keys of `teacher`)")
+    for name, group in teachers.items():
+        if name == "teacher" or not str(name).isidentifier():
+            raise ConfigError(f"teachers.{name}: a teacher name must be an identifier other than 'teacher'")
+        _check_group(f"teachers.{name}", group, TEACHER_SCHEMA)
 
 
 def _check_methods(methods: Any) -> None:
@@ -177,18 +204,32 @@ def _check_methods(methods: Any) -> None:
         raise ConfigError("methods must map method names to their hyper-parameters")
     registered = available_methods()
     for name, hyper in methods.items():
-        if name not in registered:
-            raise ConfigError(f"methods.{name}: unknown method{_nearest(name, registered)}")
         hyper = dict(hyper or {})
+        base = hyper.pop("method", name)
+        if base not in registered:
+            where = f"methods.{name}.method = {base!r}" if base != name else f"methods.{name}"
+            raise ConfigError(f"{where}: unknown method{_nearest(base, registered)}")
+        _check_student_override(name, hyper.pop("student", None))
         override = hyper.pop(TASK_OVERRIDE, None)
         if override is not None and not isinstance(override, dict):
             raise ConfigError(f"methods.{name}.{TASK_OVERRIDE} must be a mapping of hyper-parameters")
-        _check_hyperparameters(f"methods.{name}", name, hyper, method_hyperparameters(name))
-        _check_hyperparameters(f"methods.{name}.{TASK_OVERRIDE}", name, override or {}, method_hyperparameters(name))
+        _check_hyperparameters(f"methods.{name}", base, hyper, method_hyperparameters(base))
+        _check_hyperparameters(f"methods.{name}.{TASK_OVERRIDE}", base, override or {}, method_hyperparameters(base))
         try:  # the constructor checks the rest (choices, lists such as s2sd's target_dims)
-            build_method(name, **hyper)
+            build_method(base, **hyper)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"methods.{name}: {err}") from None
+
+
+def _check_student_override(name: str, student: Any) -> None:
+    if student is None:
+        return
+    if not isinstance(student, dict):
+        raise ConfigError(f"methods.{name}.student must be a mapping of student keys to override")
+    for key, value in student.items():
+        if key not in VIEW_SCHEMA:
+            raise ConfigError(f"unknown parameter methods.{name}.student.{key}{_nearest(key, VIEW_SCHEMA)}")
+        VIEW_SCHEMA[key].validate(f"methods.{name}.student.{key}", value)
 
 
 def _check_hyperparameters(prefix: str, name: str, hyper: dict, valid: dict) -> None:
@@ -202,15 +243,74 @@ def _check_hyperparameters(prefix: str, name: str, hyper: dict, valid: dict) -> 
                 raise ConfigError(f"{prefix}.{key} must be >= 0, got {value!r}")
         elif isinstance(default, bool):
             Field(bool).validate(f"{prefix}.{key}", value)
+        elif isinstance(default, (tuple, list)):
+            Field(list).validate(f"{prefix}.{key}", value)
+        elif isinstance(default, str):
+            Field(str).validate(f"{prefix}.{key}", value)
 
 
 def method_options(params: dict, method: str, task: str = "retrieval") -> dict:
     """Hyper-parameters of ``method`` for ``task``: ``methods.<method>`` without its ``classification`` entry,
     updated with that entry's values when ``task`` is classification (one group per method; the entry holds
     only what differs in the classification task, e.g. mdistiller's KD temperature and CE weight)."""
-    group = dict(params["methods"][method] or {})
+    group = {k: v for k, v in (params["methods"][method] or {}).items() if k not in METHOD_RESERVED}
     override = group.pop(TASK_OVERRIDE, None) or {}
     return {**group, **override} if task == "classification" else group
+
+
+def method_class(params: dict, method: str) -> str:
+    """The registered method a ``methods.<method>`` group builds (its ``method`` key, default its name)."""
+    return (params["methods"][method] or {}).get("method", method)
+
+
+def student_group(params: dict, method: str | None = None) -> dict:
+    """The ``student`` group, with the overrides of ``methods.<method>.student`` if any."""
+    overrides = ((params["methods"].get(method) or {}).get("student") or {}) if method else {}
+    return {**params["student"], **overrides}
+
+
+def teacher_group(params: dict, name: str = "teacher") -> dict:
+    """Teacher group ``name``: ``teacher`` = the ``teacher`` group, any other name = ``teachers.<name>``."""
+    if name == "teacher":
+        return params["teacher"]
+    extra = params.get("teachers") or {}
+    if name not in extra:
+        raise ConfigError(f"teacher {name!r} has no group under teachers{_nearest(name, list(extra) + ['teacher'])}")
+    return extra[name]
+
+
+def _is_multi_teacher(params: dict, name: str) -> bool:
+    from distillery.losses.registry import METHODS
+
+    return bool(getattr(METHODS.get(method_class(params, name)), "multi_teacher", False))
+
+
+def _check_multi_teacher(params: dict) -> None:
+    """Teacher names exist; the teachers of every multi-teacher method in use (benchmark rows, focus method)
+    have stages; multi-teacher rows live in ``benchmark.multi_teacher_methods``."""
+    bench = params["benchmark"]
+    extra, trained = params.get("teachers") or {}, bench.get("teachers") or []
+    for name in trained:
+        if name not in extra:
+            raise ConfigError(f"benchmark.teachers: {name!r} has no group under teachers{_nearest(name, extra)}")
+    used = [*(bench.get("multi_teacher_methods") or []), params["method"]]
+    for name in dict.fromkeys(used):
+        if name not in params["methods"] or not _is_multi_teacher(params, name):
+            continue
+        for t in method_options(params, name).get("teachers", ("teacher",)):
+            if t != "teacher" and t not in trained:
+                raise ConfigError(f"methods.{name}.teachers: {t!r} is not trained; add it to teachers and "
+                                  f"benchmark.teachers")
+    for name in bench["methods"]:
+        if _is_multi_teacher(params, name):
+            raise ConfigError(f"benchmark.methods: {name!r} is a multi-teacher method; list it under "
+                              f"benchmark.multi_teacher_methods (stage bench_mt)")
+    for name in bench.get("multi_teacher_methods") or []:
+        if name not in params["methods"]:
+            raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
+        if not _is_multi_teacher(params, name):
+            raise ConfigError(f"benchmark.multi_teacher_methods: {name!r} is a single-teacher method; list it "
+                              f"under benchmark.methods")
 
 
 def task_of(params: dict, dataset: str) -> str:
@@ -235,6 +335,8 @@ def validate(params: dict) -> dict:
             _check_datasets(params[key])
         elif spec == "methods":
             _check_methods(params[key])
+        elif spec == "teachers":
+            _check_teachers(params[key])
         elif isinstance(spec, dict):
             _check_group(key, params[key], spec)
         else:
@@ -258,6 +360,7 @@ def validate(params: dict) -> dict:
             if value is not None and value > params["training"]["kd_batch_size"]:
                 raise ConfigError(f"methods.{name}.{key} = {value} exceeds training.kd_batch_size = "
                                   f"{params['training']['kd_batch_size']}; lower it (the ranking is taken in-batch)")
+    _check_multi_teacher(params)
     if params["dataset"] not in bench["datasets"] + bench_cls["datasets"]:
         group = "benchmark_cls" if task_of(params, params["dataset"]) == "classification" else "benchmark"
         raise ConfigError(f"dataset {params['dataset']!r} is not in benchmark.datasets or benchmark_cls.datasets; add "

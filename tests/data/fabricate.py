@@ -218,16 +218,25 @@ GLDV2_GROUPS = {11: ["0a1b2c3d4e5f6071", "1b2c3d4e5f607182"], 7: ["2c3d4e5f60718
                 42: ["3d4e5f6071829304", "4e5f607182930415", "5f60718293041526"]}
 
 
-def make_gldv2(root, meta: bool = False) -> Path:
+def make_gldv2(root, meta: bool = False, groups: dict[int, list[str]] | None = None) -> Path:
     """GLDv2 layout: train_clean.csv (``meta=True``: meta/train_clean.csv) with the 3 ``GLDV2_GROUPS``
-    (landmark 7 has a single image) and the images at train/a/b/c/<id>.jpg."""
+    (landmark 7 has a single image; ``groups``: other landmark -> ids) and the images at
+    train/a/b/c/<id>.jpg (per-landmark colour, per-image noise)."""
     root = Path(root)
-    rows = ["landmark_id,images"] + [f"{lid},{' '.join(ids)}" for lid, ids in GLDV2_GROUPS.items()]
+    groups = GLDV2_GROUPS if groups is None else groups
+    rows = ["landmark_id,images"] + [f"{lid},{' '.join(ids)}" for lid, ids in groups.items()]
     _write(root / ("meta" if meta else "") / "train_clean.csv", rows)
-    for lid, ids in GLDV2_GROUPS.items():
-        for i in ids:
-            write_jpeg(root / "train" / i[0] / i[1] / i[2] / f"{i}.jpg", seed=lid, label=lid)
+    for lid, ids in groups.items():
+        for n, i in enumerate(ids):
+            write_jpeg(root / "train" / i[0] / i[1] / i[2] / f"{i}.jpg", seed=lid if groups is GLDV2_GROUPS
+                       else 1000 * lid + n, label=lid)
     return root
+
+
+def gldv2_groups(n_landmarks: int, per_landmark: int) -> dict[int, list[str]]:
+    """``n_landmarks`` landmarks (ids 1..n) with ``per_landmark`` 16-hex-digit image ids each, for
+    :func:`make_gldv2` (a miniature large enough to train on)."""
+    return {lid: [f"{lid:08x}{n:08x}" for n in range(per_landmark)] for lid in range(1, n_landmarks + 1)}
 
 
 SVD_TRAIN_GT = [("tq0", "tc0", 1), ("tq0", "tc1", 0), ("tq1", "tc2", 1)]

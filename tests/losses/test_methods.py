@@ -23,6 +23,7 @@ from distillery.losses.registry import available_methods, build_method, method_h
 from distillery.models import ModelOutput, build_model
 from distillery.models.heads import RetrievalHead
 from distillery.models.shapes import probe_shapes
+from distillery.models.whitening import WhiteningLayer, fit_pca_whitening
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
 ALL_PARAMS = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
@@ -30,6 +31,8 @@ PARAMS = {name: method_options(ALL_PARAMS, name) for name in ALL_PARAMS["methods
 # classification-only methods (tested in tests/losses/test_cls_methods.py on classification networks)
 CLS_ONLY = set(ALL_PARAMS["benchmark_cls"]["methods"]) - set(ALL_PARAMS["benchmark"]["methods"])
 B, RES_S, RES_T = 8, 14, 28
+# whiten_mtd's teacher whitening in these tables: fitted on seeded 64-d data (the teacher's embedding width)
+WHITENING = fit_pca_whitening(torch.randn(200, 64, generator=torch.Generator().manual_seed(5)) + 0.5)
 
 
 def _nets():
@@ -63,9 +66,17 @@ def problem():
 
 def _distiller(name, problem, teacher, **hyper):
     distiller = build_method(name, **hyper)
+    if distiller.multi_teacher:  # the tables feed one teacher output (one view): one teacher, WHITENING
+        distiller = build_method(name, **{**hyper, "teachers": ["teacher"]})
+        distiller.set_whitening([WhiteningLayer(WHITENING)])
     distiller.setup(problem["shapes_s"], problem["shapes_t"] if distiller.uses_teacher else {})
     distiller.bind_teacher(teacher)
     return distiller
+
+
+def _whiten_mtd_reference(d, s, t, y, net, whiten, strategy, temp_student, temp_teacher, **_):
+    emb_t = WHITENING.apply(t.embedding) if whiten else t.embedding
+    return functional.whitened_similarity_loss(s.embedding, [emb_t], strategy, temp_student, temp_teacher)
 
 
 def _ugd_reference(d, s, t, target, teacher, alpha, beta, **_):
@@ -91,6 +102,7 @@ REFERENCE = {
     "rop": lambda d, s, t, y, net, **hp: functional.rop_loss(s.embedding, t.embedding, **hp),
     "d3still": lambda d, s, t, y, net, **hp: functional.d3still_loss(s.embedding, t.embedding, **hp),
     "ugd": _ugd_reference,
+    "whiten_mtd": _whiten_mtd_reference,
 }
 
 def _s2sd_reference(d, s, y, kd_weight, temperature, pool_aggr, feat_distill, feat_weight, feat_distill_delay, **_):
@@ -124,6 +136,8 @@ PERTURBED = {
     "rop": {"kd_weight": 2.0, "topk": 5, "temperature": 0.2, "rank_weight": 0.5},
     "d3still": {"kd_weight": 2.0, "topk": 5, "alpha": 10.0, "beta": 3.0, "gamma": 2.0},
     "ugd": {"kd_weight": 2.0, "alpha": 1.5, "beta": 3.0, "layer": 2, "pool_size": 4},
+    "whiten_mtd": {"kd_weight": 2.0, "teachers": ["teacher"], "whiten": False, "strategy": "mean",
+                   "temp_student": 0.1, "temp_teacher": 0.04, "shared_view": False},
     "s2sd": {"kd_weight": 3.0, "temperature": 2.0, "target_dims": [16, 24], "pool_aggr": False, "feat_distill": True,
              "feat_weight": 5.0, "feat_distill_delay": 0},
 }

@@ -4,7 +4,9 @@ Layout of ``<out>/`` (written to a temporary folder, then renamed, so it is neve
 - ``images.npy``: N x H x W x C uint8, memory-mappable (``np.load(mmap_mode="r")``), every image resized
   once to ``store_size`` x ``store_size`` (or kept at its native size when all images share it);
 - ``index.csv``: one row per image (the reader's columns; row i describes ``images[i]``);
-- ``meta.json``: dataset name, image shape, counts per split, skipped corrupt images.
+- ``meta.json``: dataset name, image shape, counts per split, skipped corrupt images;
+- ``gnd.json`` (revisited Oxford/Paris only): the reader's ``df.attrs["gnd"]`` with its ``easy``/``hard``/
+  ``junk`` indexes re-mapped to the cached gallery rows (gallery row i of the cache = index i).
 
 Training reads images from this array and never decodes a file again.
 """
@@ -43,6 +45,12 @@ class PreparedDataset:
         labels = self.index["label"].to_numpy()
         return labels if rows is None else labels[rows]
 
+    @property
+    def gnd(self) -> list[dict] | None:
+        """The revisited ground truth (one dict per query row, indexes into the gallery rows), or None."""
+        path = self.folder / "gnd.json"
+        return read_json(path) if path.is_file() else None
+
 
 def load_array_file(path: Path) -> np.ndarray:
     """Decode an array-backed image file: idx (Fashion-MNIST) or a CIFAR python pickle -> N x H x W [x C] uint8."""
@@ -77,8 +85,15 @@ def _as_hwc(image: np.ndarray, channels: int) -> np.ndarray:
     return image
 
 
-def iter_images(df: pd.DataFrame, root: Path, channels: int, on_bad_image: str):
-    """Yield (row, HxWxC uint8 image or None if corrupt and skipped) in index order."""
+def _crop(img: Image.Image, box) -> Image.Image:
+    """PIL's ``crop`` of the (x1, y1, x2, y2) box in original pixels (PIL rounds float coordinates), as the
+    revisited Oxford/Paris protocol crops its queries."""
+    return img.crop(tuple(float(v) for v in box))
+
+
+def iter_images(df: pd.DataFrame, root: Path, channels: int, on_bad_image: str, crop_boxes: bool = False):
+    """Yield (row, HxWxC uint8 image or None if corrupt and skipped) in index order; with ``crop_boxes`` a row
+    with a ``bbox`` is cropped to it first."""
     arrays: dict[str, np.ndarray] = {}
     for row, rec in enumerate(df.itertuples(index=False)):
         if "index" in df.columns and not pd.isna(getattr(rec, "index", np.nan)):
@@ -88,6 +103,8 @@ def iter_images(df: pd.DataFrame, root: Path, channels: int, on_bad_image: str):
             continue
         try:
             with Image.open(root / rec.path) as img:
+                box = getattr(rec, "bbox", None) if crop_boxes else None
+                img = _crop(img, box) if isinstance(box, (tuple, list)) else img
                 image = np.asarray(img.convert("L" if channels == 1 else "RGB"))
             yield row, _as_hwc(image, channels)
         except FileNotFoundError:
@@ -114,23 +131,67 @@ def subsample_per_class(df: pd.DataFrame, max_per_class: dict[str, int | None]) 
     return df[keep].reset_index(drop=True)
 
 
+def with_train_from(df: pd.DataFrame, train_from: dict | None) -> pd.DataFrame:
+    """Replace the ``train`` split of ``df`` by the ``train`` split of dataset ``train_from["reader"]`` at
+    ``train_from["root"]`` (paths made absolute), placed first; ``df.attrs`` are kept. Used for sets without a
+    training split (revisited Oxford/Paris are trained on GLDv2)."""
+    if not train_from:
+        return df
+    other = read_index(train_from["reader"], Path(train_from["root"]), **(train_from.get("reader_options") or {}))
+    other = other[other["split"] == "train"]
+    if len(other) == 0:
+        raise DatasetError(f"train_from {train_from['reader']!r} at {train_from['root']} has no train split")
+    other = other.assign(path=[str(Path(train_from["root"]) / p) for p in other["path"]])
+    for column in set(df.columns) - set(other.columns):  # e.g. the queries' bbox: None, not NaN
+        other[column] = pd.Series([None] * len(other), index=other.index, dtype=object)
+    merged = pd.concat([other, df[df["split"] != "train"]], ignore_index=True)
+    merged.attrs = dict(df.attrs)
+    return merged
+
+
+def _remap_gnd(gnd: list[dict], df: pd.DataFrame, keep: list[int]) -> list[dict]:
+    """gnd indexes (positions among ``df``'s gallery rows) -> positions among the kept gallery rows; entries of
+    images that were skipped are dropped. Other keys (``bbx``) are kept as plain lists."""
+    gallery = np.flatnonzero(df["split"].to_numpy() == "gallery")
+    kept = set(keep)
+    new_index = {}
+    for old, row in enumerate(gallery):
+        if row in kept:
+            new_index[old] = len(new_index)
+    out = []
+    for entry in gnd:
+        item = {k: [float(v) for v in val] if k == "bbx" else val for k, val in entry.items()
+                if k not in ("easy", "hard", "junk")}
+        for key in ("easy", "hard", "junk"):
+            item[key] = [new_index[int(i)] for i in entry.get(key, []) if int(i) in new_index]
+        out.append(item)
+    return out
+
+
 def prepare_dataset(name: str, root, out, *, store_size: int | None = None, channels: int = 3,
                     on_bad_image: str = "fail", reader_options: dict | None = None,
-                    max_per_class: dict[str, int | None] | None = None, progress: bool = True) -> dict:
+                    max_per_class: dict[str, int | None] | None = None, progress: bool = True,
+                    crop_queries: bool = True, train_from: dict | None = None) -> dict:
     """Read dataset ``name`` at ``root`` and write the decoded cache to ``out``; returns its meta dict.
 
     ``max_per_class`` (e.g. ``{"train": 600}``) keeps at most that many images per class of a split, chosen
     with a fixed seed (independent of the experiment seed) and kept in index order.
+    ``crop_queries``: rows with a ``bbox`` (revisited Oxford/Paris queries) are cropped to it before resizing,
+    as the standard protocol does (false: whole query images, as whiten_mtd's evaluation loader).
+    ``train_from``: see :func:`with_train_from`. With a revisited ground truth (``df.attrs["gnd"]``) a
+    ``gnd.json`` is written next to the index, indexes re-mapped to the cached gallery rows.
     """
     if on_bad_image not in ("fail", "skip"):
         raise ValueError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
     root = Path(root)
-    df = subsample_per_class(read_index(name, root, **(reader_options or {})), max_per_class or {})
+    df = with_train_from(read_index(name, root, **(reader_options or {})), train_from)
+    gnd = df.attrs.get("gnd")
+    df = subsample_per_class(df, max_per_class or {})
     if len(df) == 0:
         raise DatasetError(f"dataset {name!r} at {root} has no images for the chosen protocol")
     images, keep, skipped = None, [], []
     with atomic_dir(out) as tmp:
-        for row, image in tqdm(iter_images(df, root, channels, on_bad_image), total=len(df),
+        for row, image in tqdm(iter_images(df, root, channels, on_bad_image, crop_queries), total=len(df),
                                desc=f"prepare {name}", disable=not progress, mininterval=2):
             if image is None:
                 skipped.append(df["path"].iloc[row])
@@ -159,6 +220,8 @@ def prepare_dataset(name: str, root, out, *, store_size: int | None = None, chan
         if "bbox" in index.columns:
             index["bbox"] = index["bbox"].map(lambda b: None if b is None else list(map(float, b)))
         index.to_csv(tmp / "index.csv", index=False)
+        if gnd is not None:
+            write_json(tmp / "gnd.json", _remap_gnd(gnd, df, keep))
         meta = {"dataset": name, "n_images": len(index), "channels": channels,
                 "image_size": store_size, "splits": index["split"].value_counts().sort_index().to_dict(),
                 "n_classes_train": int(index.loc[index["split"] == "train", "label"].nunique()),

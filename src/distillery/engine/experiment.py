@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from distillery.data.cache import PreparedDataset
 from distillery.data.transforms import ViewSpec, eval_view
@@ -24,17 +25,22 @@ class Paths:
     def prepared(self, ds: str) -> Path:
         return self.root / "data" / "prepared" / ds
 
-    def teacher(self, ds: str) -> Path:
-        return self.root / "artifacts" / ds / "teacher.pt"
+    def _teacher_dir(self, ds: str, name: str) -> Path:
+        """``artifacts/<ds>`` for the main teacher, ``artifacts/<ds>/teachers/<name>`` for an extra one."""
+        base = self.root / "artifacts" / ds
+        return base if name == "teacher" else base / "teachers" / name
 
-    def gallery(self, ds: str) -> Path:
-        return self.root / "artifacts" / ds / "gallery"
+    def teacher(self, ds: str, name: str = "teacher") -> Path:
+        return self._teacher_dir(ds, name) / "teacher.pt"
+
+    def gallery(self, ds: str, name: str = "teacher") -> Path:
+        return self._teacher_dir(ds, name) / "gallery"
 
     def teacher_views(self, ds: str) -> Path:
         return self.root / "artifacts" / ds / "teacher_views"
 
-    def whitening(self, ds: str) -> Path:
-        return self.root / "artifacts" / ds / "whitening.pt"
+    def whitening(self, ds: str, name: str = "teacher") -> Path:
+        return self._teacher_dir(ds, name) / "whitening.pt"
 
     def student(self, cell: str) -> Path:
         return self.root / "artifacts" / "students" / f"{cell}.pt"
@@ -84,13 +90,29 @@ def eval_rows(prepared: PreparedDataset) -> dict[str, np.ndarray]:
     return {"query": rows, "gallery": rows}
 
 
+def multiscale(model: torch.nn.Module, x: torch.Tensor, scales, field: str = "embedding") -> torch.Tensor:
+    """whiten_mtd's multi-scale descriptor (whiten_mtd.md section 7): for each scale s the normalised batch
+    ``x`` (B x C x H x W) is resized by ``F.interpolate(scale_factor=s, bilinear, align_corners=False)`` (s = 1:
+    as is), embedded and L2-normalised; returns the mean of the per-scale vectors (B x D, not re-normalised).
+    ``scales = (1,)`` returns the raw ``field`` (the official single-scale path: no L2)."""
+    scales = tuple(float(s) for s in scales)
+    if scales == (1.0,):
+        return getattr(model(x), field)
+    parts = []
+    for s in scales:
+        xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        parts.append(F.normalize(getattr(model(xs), field), p=2, dim=-1))
+    return torch.stack(parts).mean(dim=0)
+
+
 @torch.no_grad()
 def embed(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, spec: ViewSpec, *, batch_size: int = 512,
-          device=torch.device("cpu"), field: str = "embedding") -> np.ndarray:
-    """``field`` of ``model`` for ``images[rows]`` at the test view, as an N x D float32 array (eval mode)."""
+          device=torch.device("cpu"), field: str = "embedding", scales=(1.0,)) -> np.ndarray:
+    """``field`` of ``model`` for ``images[rows]`` at the test view, as an N x D float32 array (eval mode);
+    with several ``scales`` the :func:`multiscale` descriptor."""
     model.eval().to(device)
     chunks = []
     for start in range(0, len(rows), batch_size):
         x = eval_view(images[rows[start:start + batch_size]], spec, device=device)
-        chunks.append(getattr(model(x), field).float().cpu())
+        chunks.append(multiscale(model, x, scales, field).float().cpu())
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)

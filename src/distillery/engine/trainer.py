@@ -7,6 +7,12 @@ shuffled KD batch that the student sees at its own view and the frozen teacher a
 independent augmentations). An epoch stops at the shorter of the two batch lists. A method without a teacher
 that returns terms (S2SD) gets the student's output of the task batch instead.
 
+Multi-teacher methods (``distiller.multi_teacher``, e.g. whiten_mtd) get a list of frozen teachers: each KD
+batch is seen in one or two student views (``distiller.two_views``; two separate student forwards, so BN
+statistics are per view) and by every teacher in the same views (the student's tensors if
+``distiller.shared_view``, else the same images and random draws at each teacher's own view spec). A method
+that uses a teacher and has no task loss (``task_loss = "none"``) draws no task batch at all.
+
 Every random choice (batches, views) is a function of (seed, epoch), so an interrupted run that resumes from
 the last epoch checkpoint reproduces the uninterrupted run bit for bit on CPU.
 
@@ -41,6 +47,7 @@ from distillery.models.shapes import probe_shapes
 from distillery.utils.device import to_device
 
 STREAM_IDENTITY, STREAM_KD_STUDENT, STREAM_KD_TEACHER = 0, 1, 2
+STREAM_VIEW_1, STREAM_VIEW_2 = 3, 4  # the two views of a multi-teacher KD batch (student and teachers alike)
 
 
 class TrainingDiverged(RuntimeError):
@@ -173,16 +180,39 @@ class _LossSums:
         return {k: v / max(self.count, 1) for k, v in distributed.mean_over_ranks(self.sums).items()}
 
 
+def _multi_teacher_terms(net, teacher_nets, views_t, distiller, views, kd_images, kd_rows, epoch, amp, device,
+                         target):
+    """The multi-teacher method's terms on one KD batch: the student and every teacher in the same view(s);
+    the ``embedding`` fields of the global batch (gathered, with gradient for the student's local slice)."""
+    streams = (STREAM_VIEW_1, STREAM_VIEW_2) if distiller.two_views else (STREAM_KD_STUDENT,)
+    fields = distiller.teacher_outputs
+    outs_s, outs_t = [], [[] for _ in teacher_nets]
+    for stream in streams:
+        xs = views(kd_images, kd_rows, None, stream, epoch)
+        with accel.autocast(amp, device):
+            out_s = net(xs)
+        outs_s.append(distributed.gather_outputs(accel.float_outputs(out_s, amp), fields, with_grad=True))
+        for k, (teacher_net, spec) in enumerate(zip(teacher_nets, views_t)):
+            xt = xs if distiller.shared_view else views(kd_images, kd_rows, spec, stream, epoch)
+            out_t = accel.teacher_forward(teacher_net, xt, fields, amp)
+            outs_t[k].append(distributed.gather_outputs(out_t, fields, with_grad=False))
+    pack = tuple if distiller.two_views else (lambda outs: outs[0])
+    return distiller(pack(outs_s), [pack(o) for o in outs_t], target)
+
+
 def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *, seed: int,
           checkpoint_path, distiller: Distiller | None = None, teacher: nn.Module | None = None,
           view_t: ViewSpec | None = None, device=torch.device("cpu"), progress: bool = True,
           desc: str = "train", stop_after_steps: int | None = None, step_callback=None,
+          teachers: list[nn.Module] | None = None, views_t: list[ViewSpec] | None = None,
           teacher_cache=None) -> TrainResult:
     """Train ``model`` (in place) and write an atomic checkpoint after every epoch (rank 0).
 
-    ``teacher_cache`` (a ``TeacherCache``): read the teacher's outputs for the KD batch from the recorded views
-    instead of running the teacher (the teacher is still used for shape probing and ``bind_teacher``).
-
+    Single-teacher methods take ``teacher`` / ``view_t``; multi-teacher methods take ``teachers`` / ``views_t``
+    (one per name in ``distiller.teachers``, same order).
+    ``teacher_cache`` (a ``TeacherCache``, single-teacher methods): read the teacher's outputs for the KD batch
+    from the recorded views instead of running the teacher (the teacher is still used for shape probing and
+    ``bind_teacher``).
     If ``checkpoint_path`` holds a checkpoint of this run, training resumes after its last finished epoch.
     ``stop_after_steps`` (tests only) stops the run abruptly after that many optimisation steps;
     ``step_callback(steps_done)`` (benchmarks) is called after every optimisation step.
@@ -190,9 +220,19 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
     checkpoint_path = Path(checkpoint_path)
     uses_teacher = distiller is not None and distiller.uses_teacher
     self_distills = distiller is not None and not uses_teacher
-    if uses_teacher and (teacher is None or view_t is None):
+    multi = uses_teacher and getattr(distiller, "multi_teacher", False)
+    if multi and (not teachers or views_t is None or len(teachers) != len(distiller.teachers)
+                  or len(views_t) != len(teachers)):
+        raise ValueError(f"a multi-teacher method needs `teachers` and `views_t`, one per teacher name "
+                         f"{list(distiller.teachers)}")
+    if uses_teacher and not multi and (teacher is None or view_t is None):
         raise ValueError("a distillation method that uses a teacher needs `teacher` and `view_t`")
+    # a teacher-based method without a task loss trains on its KD batches alone (no task batch is drawn)
+    draws_task = not (uses_teacher and (distiller.task_loss or recipe.task_loss) == "none")
     if teacher_cache is not None and uses_teacher:
+        if multi:
+            raise ValueError("the teacher-output cache holds the main teacher's views; multi-teacher methods run "
+                             "their teachers (set teacher_cache.views: 0)")
         check_cacheable(distiller.method_name, distiller.teacher_outputs)
     device = torch.device(device)
     main, progress = distributed.is_main(), progress and distributed.is_main()
@@ -201,15 +241,19 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
     if distiller is not None:
         distiller.to(device)
         channels = data.images.shape[-1]
-        shapes_t = probe_shapes(teacher, (channels, view_t.resolution, view_t.resolution)) if uses_teacher else {}
+        if multi:
+            shapes_t = [probe_shapes(t, (channels, v.resolution, v.resolution)) for t, v in zip(teachers, views_t)]
+        else:
+            shapes_t = probe_shapes(teacher, (channels, view_t.resolution, view_t.resolution)) if uses_teacher else {}
         shapes_s = probe_shapes(model, (channels, view_s.resolution, view_s.resolution))
         distiller.setup({**shapes_s, "num_classes": data.num_classes}, shapes_t)
         distiller.to(device)
         distributed.broadcast_module(distiller)
-    if uses_teacher:
-        accel.prepare_module(teacher, device, recipe.channels_last).eval()
-        for p in teacher.parameters():
+    for frozen in (teachers if multi else [teacher]) if uses_teacher else []:
+        accel.prepare_module(frozen, device, recipe.channels_last).eval()
+        for p in frozen.parameters():
             p.requires_grad_(False)
+    if uses_teacher and not multi:
         distiller.bind_teacher(teacher)
     task = _task_loss_module(recipe, distiller, data.num_classes).to(device)
     extra = (list(distiller.parameters()) if distiller is not None else []) + list(task.parameters())
@@ -231,13 +275,14 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         start_epoch, result.history = state["epoch"], state["history"]
         result.seconds, result.resumed_from_epoch = state.get("seconds", 0.0), start_epoch
     net = accel.maybe_compile(distributed.wrap_model(model, device), recipe.compile)
-    teacher_net = accel.maybe_compile(teacher, recipe.compile) if uses_teacher else None
+    teacher_net = accel.maybe_compile(teacher, recipe.compile) if uses_teacher and not multi else None
+    teacher_nets = [accel.maybe_compile(t, recipe.compile) for t in teachers] if multi else []
     fields_t = distiller.teacher_outputs if uses_teacher else ()
     fields_s = tuple(dict.fromkeys((*fields_t, *distiller.student_outputs))) if uses_teacher else ()
     connector_params = extra  # method connectors and task-loss parameters: averaged by hand under DDP
 
-    def views(images, image_rows, spec, stream, epoch):
-        x = train_views(images, image_rows, spec, seed=seed, stream=stream, view=epoch, device=device)
+    def views(images, image_rows, spec, stream, epoch):  # spec None = the student's view
+        x = train_views(images, image_rows, spec or view_s, seed=seed, stream=stream, view=epoch, device=device)
         return x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
 
     steps_done = 0
@@ -246,14 +291,14 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         lr = warmup_cosine_lr(epoch, recipe.lr, recipe.epochs, recipe.warmup_epochs, recipe.cosine_start)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        id_batches = distributed.shard(_task_batches(data.labels, recipe, seed, epoch))
+        id_batches = distributed.shard(_task_batches(data.labels, recipe, seed, epoch)) if draws_task else None
         done = sum(record["steps"] for record in result.history)
         task.on_epoch_start(epoch, step=done, seed=seed)
         if distiller is not None:
             distiller.on_epoch_start(epoch, step=done, seed=seed)
         kd_batches = distributed.shard(shuffled_batches(len(data.rows), recipe.kd_batch_size, seed=seed,
                                                         epoch=epoch)) if uses_teacher else None
-        n_steps = min(len(id_batches), len(kd_batches)) if uses_teacher else len(id_batches)
+        n_steps = min((len(b) for b in (id_batches, kd_batches) if b is not None), default=0)
         if n_steps == 0:
             raise ValueError(f"an epoch has no full batch per rank: {len(data.rows)} training images are fewer than "
                              f"{distributed.world_size()} rank(s) x a batch; lower ids_per_batch/samples_per_id or "
@@ -266,17 +311,26 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         bar = tqdm(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress,
                    leave=False, mininterval=1)
         for step in bar:
-            pos = id_batches[step]
-            rows = data.rows[pos]
-            target = to_device(torch.as_tensor(data.labels[pos]), device)
-            x = views(data.images[rows], rows, view_s, STREAM_IDENTITY, epoch)
-            with accel.autocast(amp, device):
-                out = net(x)
-            out = accel.float_outputs(out, amp)
-            terms = task(out, target)
-            if self_distills:
-                terms.update(distiller(out, None, target))
-            if uses_teacher:
+            terms = {}
+            if draws_task:
+                pos = id_batches[step]
+                rows = data.rows[pos]
+                target = to_device(torch.as_tensor(data.labels[pos]), device)
+                x = views(data.images[rows], rows, view_s, STREAM_IDENTITY, epoch)
+                with accel.autocast(amp, device):
+                    out = net(x)
+                out = accel.float_outputs(out, amp)
+                terms = task(out, target)
+                if self_distills:
+                    terms.update(distiller(out, None, target))
+            if multi:
+                kd_pos = kd_batches[step]
+                kd_rows = data.rows[kd_pos]
+                kd_images = to_device(torch.as_tensor(np.ascontiguousarray(data.images[kd_rows])), device)
+                kd_target = distributed.all_gather(to_device(torch.as_tensor(data.labels[kd_pos]), device))
+                terms.update(_multi_teacher_terms(net, teacher_nets, views_t, distiller, views, kd_images, kd_rows,
+                                                  epoch, amp, device, kd_target))
+            elif uses_teacher:
                 kd_pos = kd_batches[step]
                 kd_rows = data.rows[kd_pos]
                 kd_images = to_device(torch.as_tensor(np.ascontiguousarray(data.images[kd_rows])), device)

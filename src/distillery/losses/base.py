@@ -42,6 +42,12 @@ class Distiller(nn.Module):
     task_loss: str | None = None
     needs_sample_index: bool = False
     teacher_train_mode: bool = False
+    # Multi-teacher methods (whiten_mtd): the trainer is given one network per name in ``self.teachers`` and
+    # ``forward`` receives a list of teacher outputs in that order. ``two_views``: student and teacher outputs
+    # come as (view 1, view 2) pairs of one KD batch; ``shared_view``: the teachers see the student's tensors.
+    multi_teacher: bool = False
+    two_views: bool = False
+    shared_view: bool = False
 
     def __init__(self, kd_weight: float = 1.0, ce_weight: float = 1.0):
         super().__init__()

@@ -35,3 +35,20 @@ class RetrievalHead(nn.Module):
         """Returns (logits B x num_classes, embedding B x D)."""
         embedding = self.add_block(pooled)
         return self.classifier(embedding), embedding
+
+
+class L2LinearHead(nn.Module):
+    """whiten_mtd's student head (whiten_mtd.md section 4.1): pooled (B x D_in) -> L2-normalise ->
+    Linear(D_in, D) with bias (PyTorch default init) = embedding (B x D, not normalised); no classifier.
+
+    Official quirk not reproduced: the official fc is Linear(embed_dim, embed_dim), so only D_in = D = 512
+    works there; here the input width is the backbone's.
+    """
+
+    def __init__(self, in_dim: int, embedding_dim: int = 512):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, embedding_dim)
+
+    def forward(self, pooled: Tensor) -> tuple[None, Tensor]:
+        """Returns (None, embedding B x D): the same (logits, embedding) pair as RetrievalHead, without logits."""
+        return None, self.fc(nn.functional.normalize(pooled, p=2, dim=-1))

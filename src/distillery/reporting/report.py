@@ -19,8 +19,10 @@ gallery by the teacher at full resolution; **sym** = student embeds both sides. 
 and R@1 (hit@1), in percent; query = gallery with the query itself excluded where the dataset has one test
 set. `teacher` = the gallery network alone; `vanilla` = the student trained without distillation (its
 gallery is its own, so asym = sym); `msloss` = the student alone with the multi-similarity loss and `s2sd` = the
-student distilled from its own auxiliary branches (no teacher either: asym = sym). Paper columns: the published
-number for the same setting, where one exists.
+student distilled from its own auxiliary branches (no teacher either: asym = sym). `teacher:<name>` = an extra
+teacher of the multi-teacher methods (`whiten_mtd*`: label-free similarity distillation from every teacher at
+once, symmetric retrieval only, so no asym number; `whiten_mtd_nowhiten` = the same without the teachers'
+PCA-whitening). Paper columns: the published number for the same setting, where one exists.
 """
 
 CLS_INTRO = """## Classification
@@ -49,7 +51,8 @@ def build_report(params: dict, metrics_dir="metrics", out_dir="reports", paper_f
     if not bench["datasets"]:  # a classification-only configuration (e.g. the CIFAR-100 preset)
         return _write(out_dir, metrics_dir, f"# Distillery benchmark results\n\n{cls_section}", None, cls_results,
                       params, cls_section)
-    results = collect_results(metrics_dir, bench["datasets"], bench["methods"])
+    results = collect_results(metrics_dir, bench["datasets"], bench["methods"], bench.get("teachers") or [],
+                              bench.get("multi_teacher_methods") or [])
     results = attach_paper_numbers(results, paper, settings)
     table = markdown_table(results)
     provenance = "\n".join(_provenance_line(params, results, ds) for ds in bench["datasets"])
@@ -91,7 +94,8 @@ def _write(out_dir, metrics_dir, text: str, results, cls_results, params: dict, 
                                    (params["benchmark_cls"], top1_chart, cls_results)):
             for ds in bench["datasets"]:
                 chart(data, ds, tmp / (f"map_{ds}.png" if chart is bar_chart else f"top1_{ds}.png"))
-                logs = {m: pd.read_csv(Path(metrics_dir) / "train_logs" / f"{ds}-{m}.csv") for m in bench["methods"]
+                methods = bench["methods"] + (bench.get("multi_teacher_methods") or [])
+                logs = {m: pd.read_csv(Path(metrics_dir) / "train_logs" / f"{ds}-{m}.csv") for m in methods
                         if (Path(metrics_dir) / "train_logs" / f"{ds}-{m}.csv").is_file()}
                 training_curves(logs, tmp / f"training_loss_{ds}.png")
     return returned

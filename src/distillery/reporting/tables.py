@@ -11,25 +11,32 @@ COLUMNS = [("asym_map", "asym mAP"), ("asym_recall_at_1", "asym R@1"), ("sym_map
            ("sym_recall_at_1", "sym R@1")]
 
 
-def collect_results(metrics_dir, datasets: list[str], methods: list[str]) -> pd.DataFrame:
-    """One row per (dataset, method) cell of the benchmark plus one ``teacher`` row per dataset.
+def collect_results(metrics_dir, datasets: list[str], methods: list[str], teachers: list[str] = (),
+                    multi_teacher_methods: list[str] = ()) -> pd.DataFrame:
+    """One row per (dataset, method) cell of the benchmark plus one ``teacher`` row per dataset (and one
+    ``teacher:<name>`` row per extra teacher).
 
-    Reads ``metrics/bench/<ds>-<method>.json`` and ``metrics/teacher-<ds>.json``; a missing cell is a
+    Reads ``metrics/bench/<ds>-<method>.json`` and ``metrics/teacher-<ds>[-<name>].json``; a missing cell is a
     FileNotFoundError naming the stage that writes it.
     """
     metrics_dir = Path(metrics_dir)
     rows = []
     for ds in datasets:
-        teacher_file = metrics_dir / f"teacher-{ds}.json"
-        if not teacher_file.is_file():
-            raise FileNotFoundError(f"{teacher_file} is missing; run `dvc repro teacher@{ds}`")
-        t = json.loads(teacher_file.read_text())
-        rows.append({"dataset": ds, "method": "teacher", "asym_map": t["map"], "asym_recall_at_1": t["recall_at_1"],
-                     "sym_map": t["map"], "sym_recall_at_1": t["recall_at_1"], "train_seconds": t.get("train_seconds")})
-        for method in methods:
+        for name in ["teacher", *teachers]:
+            tag, stage = (f"teacher-{ds}", f"teacher@{ds}") if name == "teacher" else \
+                (f"teacher-{ds}-{name}", f"extra_teacher@{ds}-{name}")
+            teacher_file = metrics_dir / f"{tag}.json"
+            if not teacher_file.is_file():
+                raise FileNotFoundError(f"{teacher_file} is missing; run `dvc repro {stage}`")
+            t = json.loads(teacher_file.read_text())
+            rows.append({"dataset": ds, "method": "teacher" if name == "teacher" else f"teacher:{name}",
+                         "asym_map": t.get("map"), "asym_recall_at_1": t.get("recall_at_1"), "sym_map": t.get("map"),
+                         "sym_recall_at_1": t.get("recall_at_1"), "train_seconds": t.get("train_seconds")})
+        for method in [*methods, *multi_teacher_methods]:
             cell = metrics_dir / "bench" / f"{ds}-{method}.json"
             if not cell.is_file():
-                raise FileNotFoundError(f"{cell} is missing; run `dvc repro bench@{ds}-{method}`")
+                stage = "bench" if method in methods else "bench_mt"
+                raise FileNotFoundError(f"{cell} is missing; run `dvc repro {stage}@{ds}-{method}`")
             m = json.loads(cell.read_text())
             rows.append({"dataset": ds, "method": method, **{k: m.get(k) for k, _ in COLUMNS},
                          "train_seconds": m.get("train_seconds"), "teacher_sha256": m.get("teacher_sha256"),
