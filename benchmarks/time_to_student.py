@@ -51,15 +51,16 @@ def main() -> None:
     if args.threads:
         params["training"]["threads"] = args.threads
     repo = Paths(Path("."))
-    for needed in (repo.prepared(args.dataset), repo.teacher(args.dataset)):
+    for needed in (repo.prepared(args.dataset), repo.teacher(args.dataset), repo.gallery(args.dataset)):
         if not needed.exists():
-            raise SystemExit(f"error: {needed} is missing; run `dvc repro teacher@{args.dataset}` first")
+            raise SystemExit(f"error: {needed} is missing; run `dvc repro gallery@{args.dataset}` first")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "data" / "prepared").mkdir(parents=True)
         os.symlink(repo.prepared(args.dataset).resolve(), work / "data" / "prepared" / args.dataset)
         (work / "artifacts" / args.dataset).mkdir(parents=True)
         os.symlink(repo.teacher(args.dataset).resolve(), work / "artifacts" / args.dataset / "teacher.pt")
+        os.symlink(repo.gallery(args.dataset).resolve(), work / "artifacts" / args.dataset / "gallery")
         rows = [run(params, args.dataset, args.method, v, work) for v in args.views]
     base = next((r for r in rows if r["views"] == 0), rows[0])
     print(f"{args.method} on {args.dataset}, {params['training']['epochs']} epochs")
