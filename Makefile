@@ -34,5 +34,6 @@ repro: setup  ## run the whole pipeline and print the results table
 test: venv  ## the test suite (no dataset or GPU needed)
 	$(BIN)/python -m pytest tests
 
-bench: venv  ## speed benchmarks (print figures)
-	$(BIN)/python benchmarks/eval_scale.py --help >/dev/null && echo "see benchmarks/README.md"
+bench: venv  ## quick speed benchmarks (print figures; each script has --help for the full-size runs)
+	$(BIN)/python benchmarks/train_throughput.py --preset cpu-small --threads 1 --repeats 1 --steps 10
+	$(BIN)/python benchmarks/eval_scale.py --n 8000 --baseline-max-n 4000
