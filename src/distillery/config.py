@@ -118,6 +118,10 @@ DATASET_SCHEMA = {
     "paper_setting": Field(str, nullable=True),
     "crop_queries": Field(bool, nullable=True),   # crop query images to their bbox at prepare time (default true)
     "train_from": Field(dict, nullable=True),     # {reader, root, reader_options}: the train split of another set
+    # video datasets (SVD, whiten_mtd): training views, test view and video similarity
+    "augment": Field(str, choices=("pad_crop", "ssl_pair"), nullable=True),                  # default pad_crop
+    "test_view": Field(str, choices=("resize", "center_crop", "center_crop_raw"), nullable=True),  # default resize
+    "video_similarity": Field(str, choices=("chamfer", "mean", "max"), nullable=True),      # default chamfer
 }
 TRAIN_FROM_SCHEMA = {"reader": Field(str), "root": Field(str), "reader_options": Field(dict, nullable=True)}
 SCHEMA: dict[str, Any] = {
@@ -354,7 +358,10 @@ def validate(params: dict) -> dict:
     for name in bench["methods"] + bench_cls["methods"] + [params["method"]]:
         if name not in params["methods"]:
             raise ConfigError(f"method {name!r} has no group under methods{_nearest(name, params['methods'])}")
+    used = set(bench["methods"]) | set(bench.get("multi_teacher_methods") or []) | {params["method"]}
     for name, hyper in params["methods"].items():
+        if name not in used:  # only the retrieval methods this configuration runs rank within KD batches
+            continue
         for key in ("topk", "top_k"):
             value = (hyper or {}).get(key)
             if value is not None and value > params["training"]["kd_batch_size"]:

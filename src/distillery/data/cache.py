@@ -6,7 +6,9 @@ Layout of ``<out>/`` (written to a temporary folder, then renamed, so it is neve
 - ``index.csv``: one row per image (the reader's columns; row i describes ``images[i]``);
 - ``meta.json``: dataset name, image shape, counts per split, skipped corrupt images;
 - ``gnd.json`` (revisited Oxford/Paris only): the reader's ``df.attrs["gnd"]`` with its ``easy``/``hard``/
-  ``junk`` indexes re-mapped to the cached gallery rows (gallery row i of the cache = index i).
+  ``junk`` indexes re-mapped to the cached gallery rows (gallery row i of the cache = index i);
+- ``groundtruth.json`` (video datasets, SVD): ``{"test": ..., "train": ...}``, the reader's
+  ``df.attrs["groundtruth"]`` / ``["train_groundtruth"]`` (``{query id: {candidate id: label}}``).
 
 Training reads images from this array and never decodes a file again.
 """
@@ -34,7 +36,7 @@ class PreparedDataset:
         if not (self.folder / "images.npy").is_file():
             raise DatasetError(f"no prepared cache at {self.folder}; run `dvc repro prepare` (or stages/prepare.py) first")
         self.images = np.load(self.folder / "images.npy", mmap_mode="r")
-        self.index = pd.read_csv(self.folder / "index.csv")
+        self.index = pd.read_csv(self.folder / "index.csv", dtype={"video_id": str})  # ids like "0123" stay text
         self.meta = read_json(self.folder / "meta.json")
 
     def rows(self, split: str) -> np.ndarray:
@@ -50,6 +52,12 @@ class PreparedDataset:
         """The revisited ground truth (one dict per query row, indexes into the gallery rows), or None."""
         path = self.folder / "gnd.json"
         return read_json(path) if path.is_file() else None
+
+    @property
+    def video_groundtruth(self) -> dict | None:
+        """A video dataset's test ground truth ``{query id: {candidate id: 0/1}}`` (SVD), or None."""
+        path = self.folder / "groundtruth.json"
+        return read_json(path)["test"] if path.is_file() else None
 
 
 def load_array_file(path: Path) -> np.ndarray:
@@ -186,6 +194,8 @@ def prepare_dataset(name: str, root, out, *, store_size: int | None = None, chan
     root = Path(root)
     df = with_train_from(read_index(name, root, **(reader_options or {})), train_from)
     gnd = df.attrs.get("gnd")
+    video_gt = {"test": df.attrs["groundtruth"], "train": df.attrs.get("train_groundtruth")} \
+        if "groundtruth" in df.attrs else None
     df = subsample_per_class(df, max_per_class or {})
     if len(df) == 0:
         raise DatasetError(f"dataset {name!r} at {root} has no images for the chosen protocol")
@@ -222,6 +232,8 @@ def prepare_dataset(name: str, root, out, *, store_size: int | None = None, chan
         index.to_csv(tmp / "index.csv", index=False)
         if gnd is not None:
             write_json(tmp / "gnd.json", _remap_gnd(gnd, df, keep))
+        if video_gt is not None:
+            write_json(tmp / "groundtruth.json", video_gt)
         meta = {"dataset": name, "n_images": len(index), "channels": channels,
                 "image_size": store_size, "splits": index["split"].value_counts().sort_index().to_dict(),
                 "n_classes_train": int(index.loc[index["split"] == "train", "label"].nunique()),

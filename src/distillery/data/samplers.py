@@ -71,3 +71,28 @@ def class_balanced_batches(labels: np.ndarray, batch_size: int, samples_per_clas
     offsets = rng.integers(counts[drawn][..., None], size=(n_batches, draws, samples_per_class))
     positions = order[starts[drawn][..., None] + offsets]
     return [batch.reshape(-1) for batch in positions]
+
+
+STREAM_FRAME = 5  # uniforms stream of the per-epoch frame choice (data/transforms.py uses 0-4 for views)
+
+
+def one_per_group(groups: np.ndarray, *, seed: int, epoch: int) -> np.ndarray:
+    """One uniformly random position per group for one epoch (whiten_mtd's SVD sampler: one random frame of
+    each video), in group order.
+
+    ``groups``: contiguous group ids 0..G-1 per position, each group's positions consecutive (frames of a
+    video). Group g draws ``first[g] + floor(u * count[g])``, u a :func:`uniforms` value of (seed,
+    STREAM_FRAME, epoch, g): a pure function of (seed, epoch, video), like ``random.randint(0, n - 1)`` of the
+    official sampler (which seeds Python's RNG by rank).
+    """
+    from distillery.data.transforms import uniforms
+
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.size == 0:
+        return groups
+    starts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
+    if not np.array_equal(groups[starts], np.arange(len(starts))):
+        raise ValueError("groups must be 0..G-1 with each group's positions consecutive (frames of one video)")
+    counts = np.diff(np.concatenate([starts, [groups.size]]))
+    u = uniforms(seed, STREAM_FRAME, epoch, np.arange(len(starts)), 1)[:, 0]
+    return starts + np.floor(u * counts).astype(np.int64)

@@ -10,12 +10,17 @@ Train pipeline (D3still ``make_dataloader``): Resize((r, r)) -> RandomHorizontal
 -> RandomCrop(r) -> [0, 1] -> Normalize(mean, std) -> RandomErasing(prob, value = mean in normalised space,
 i.e. 0). Test: Resize((r, r)) -> [0, 1] -> Normalize. Resizing works on tensors (bilinear, antialiased).
 Every step after the uint8 upload runs batched on ``device`` (the GPU when training on one).
+
+``augment="ssl"``: the SSL-style views of whiten_mtd's SVD recipe instead (``data/ssl_views.py``; image by
+image); ``ViewSpec.pair`` gives its two asymmetric views. ``test_view="center_crop"``: whiten_mtd's SVD test
+transform (Resize(r * 256 / 224), CenterCrop(r), [0, 1]; ``test_normalize`` adds Normalize, see
+:func:`center_crop_view`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -72,6 +77,25 @@ class ViewSpec:
     padding: int = 0
     flip_prob: float = 0.5
     erase_prob: float = 0.0
+    augment: str = "pad_crop"  # pad_crop (D3still) | ssl (data/ssl_views.py)
+    rrc_scale: tuple[float, float] = (0.4, 1.0)  # ssl: RandomResizedCrop area range
+    blur_prob: float = 1.0  # ssl: Gaussian blur probability (view 1 of whiten_mtd's pair)
+    solarize_prob: float = 0.0  # ssl: solarize probability
+    test_view: str = "resize"  # resize (Resize(r), Normalize) | center_crop (whiten_mtd SVD)
+    test_normalize: bool = True  # center_crop: Normalize too (whiten_mtd's SVD evaluation does not)
+
+    def __post_init__(self):
+        if self.augment not in ("pad_crop", "ssl"):
+            raise ValueError(f"augment must be 'pad_crop' or 'ssl', got {self.augment!r}")
+        if self.test_view not in ("resize", "center_crop"):
+            raise ValueError(f"test_view must be 'resize' or 'center_crop', got {self.test_view!r}")
+
+    def pair(self) -> tuple["ViewSpec", "ViewSpec"]:
+        """The specs of a two-view method's views: whiten_mtd's asymmetric SVD pair for ``ssl`` (view 1 blur
+        p 1, no solarize; view 2 blur p 0.1, solarize p 0.2), else this spec twice."""
+        if self.augment != "ssl":
+            return self, self
+        return replace(self, blur_prob=1.0, solarize_prob=0.0), replace(self, blur_prob=0.1, solarize_prob=0.2)
 
     def draw(self, seed: int, stream: int, view: int, image_index: int) -> ViewParams:
         """Draw the random parameters of one view of one image, deterministically."""
@@ -87,6 +111,9 @@ class ViewSpec:
         Python's round); the first of 10 attempts with h < r and w < r gives the box, its top and left
         uniform integers; no fitting attempt = no box.
         """
+        if self.augment == "ssl":
+            raise ValueError("an ssl ViewSpec draws with data.ssl_views.draw_ssl_batch (it needs the image size); "
+                             "use train_views")
         n_erase = 1 + 4 * ERASE_ATTEMPTS if self.erase_prob > 0 else 0
         u = uniforms(seed, stream, view, image_indices, 3 + n_erase)
         span = 2 * self.padding + 1
@@ -162,8 +189,30 @@ def normalize(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
 
 
 def eval_view(images_uint8, spec: ViewSpec, device=None) -> torch.Tensor:
-    """Test-time view: resize to the spec's resolution and normalise. Returns N x C x r x r float32."""
+    """Test-time view: resize to the spec's resolution and normalise (``test_view="center_crop"``:
+    :func:`center_crop_view` at r * 256 / 224 -> r). Returns N x C x r x r float32."""
+    if spec.test_view == "center_crop":
+        return center_crop_view(to_float(images_uint8, device), resize=round(spec.resolution * 256 / 224),
+                                crop=spec.resolution, mean=spec.mean if spec.test_normalize else None, std=spec.std)
     return normalize(resize(to_float(images_uint8, device), spec.resolution), spec)
+
+
+def center_crop_view(x: torch.Tensor, *, resize: int, crop: int, mean=None, std=None) -> torch.Tensor:
+    """N x C x H x W float [0, 1] -> N x C x crop x crop: Resize(resize) (shorter side to ``resize``, longer
+    side ``int(resize * long / short)``; bilinear, antialiased on tensors where torchvision used PIL) ->
+    CenterCrop(crop) -> Normalize(mean, std) when ``mean`` is given (whiten_mtd's SVD test transform has none)."""
+    if resize < crop:
+        raise ValueError(f"resize {resize} is smaller than crop {crop}")
+    h, w = x.shape[-2:]
+    size_long = int(resize * max(h, w) / min(h, w))
+    size = (resize, size_long) if h <= w else (size_long, resize)
+    if (h, w) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    top, left = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+    x = x[:, :, top:top + crop, left:left + crop]
+    if mean is not None:
+        x = normalize(x, ViewSpec(crop, mean=tuple(mean), std=tuple(std)))
+    return x.contiguous()
 
 
 def apply_views(images_uint8, spec: ViewSpec, params: ViewBatch | list[ViewParams], device=None) -> torch.Tensor:
@@ -173,6 +222,10 @@ def apply_views(images_uint8, spec: ViewSpec, params: ViewBatch | list[ViewParam
     ``W_p - 1 - (left + j)`` (flipping before padding equals flipping the padded image), so the result is
     the same as flipping, padding and cropping image by image.
     """
+    from distillery.data.ssl_views import SSLViewBatch, apply_ssl_views
+
+    if isinstance(params, SSLViewBatch):
+        return apply_ssl_views(images_uint8, spec, params, device)
     if not isinstance(params, ViewBatch):
         params = ViewBatch.from_params(list(params))
     x = resize(to_float(images_uint8, device), spec.resolution)
@@ -196,4 +249,10 @@ def apply_views(images_uint8, spec: ViewSpec, params: ViewBatch | list[ViewParam
 def train_views(images_uint8, image_indices, spec: ViewSpec, *, seed: int, stream: int, view: int,
                 device=None) -> torch.Tensor:
     """Draw and apply one augmented view per image (see module docstring for the seeding)."""
+    if spec.augment == "ssl":
+        from distillery.data.ssl_views import draw_ssl_batch
+
+        shape = images_uint8.shape
+        return apply_views(images_uint8, spec, draw_ssl_batch(spec, seed, stream, view, image_indices, shape[1],
+                                                              shape[2]), device)
     return apply_views(images_uint8, spec, spec.draw_batch(seed, stream, view, image_indices), device)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -56,9 +57,15 @@ class Paths:
 
 
 def view_spec(group: dict, data_cfg: dict, train: bool) -> ViewSpec:
-    """The ViewSpec of a network group (``teacher`` / ``student``) on dataset ``data_cfg``."""
+    """The ViewSpec of a network group (``teacher`` / ``student``) on dataset ``data_cfg``; the dataset's
+    ``augment`` (``pad_crop`` default | ``ssl_pair``: whiten_mtd's SVD views) and ``test_view`` (``resize``
+    default | ``center_crop`` | ``center_crop_raw``: whiten_mtd's SVD test transform without Normalize, its quirk)."""
+    test_view = data_cfg.get("test_view") or "resize"
     return ViewSpec(resolution=group["resolution"], mean=tuple(data_cfg["mean"]), std=tuple(data_cfg["std"]),
-                    padding=group["padding"] if train else 0, erase_prob=group["erase_prob"] if train else 0.0)
+                    padding=group["padding"] if train else 0, erase_prob=group["erase_prob"] if train else 0.0,
+                    augment="ssl" if data_cfg.get("augment") == "ssl_pair" else "pad_crop",
+                    test_view="center_crop" if test_view.startswith("center_crop") else "resize",
+                    test_normalize=test_view != "center_crop_raw")
 
 
 def build_network(group: dict, num_classes: int, channels: int) -> torch.nn.Module:
@@ -78,8 +85,12 @@ def build_network(group: dict, num_classes: int, channels: int) -> torch.nn.Modu
 
 
 def train_data(prepared: PreparedDataset) -> TrainData:
+    """The train split; on a video dataset (index column ``video_id``) with each row's video as ``groups``."""
     rows = prepared.rows("train")
-    return TrainData.from_split(prepared.images, rows, prepared.labels(rows))
+    groups = None
+    if "video_id" in prepared.index.columns:
+        groups = pd.factorize(prepared.index["video_id"].to_numpy()[rows])[0].astype(np.int64)
+    return TrainData.from_split(prepared.images, rows, prepared.labels(rows), groups)
 
 
 def eval_rows(prepared: PreparedDataset) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ from distillery.engine.checkpoint import file_sha256, load_model_weights, save_c
 from distillery.engine.classification import ClassificationRecipe, evaluate_classifier, train_classifier
 from distillery.engine.experiment import Paths, build_network, embed, eval_rows, train_data, view_spec
 from distillery.engine.teacher_cache import TeacherCache, build_teacher_cache
+from distillery.engine.video import ssl_fit_embeddings, video_metrics
 from distillery.engine.runtime import setup_runtime
 from distillery.engine.trainer import Recipe, train
 from distillery.evaluation import retrieval_metrics, revisited_map
@@ -77,9 +78,13 @@ def _scales(params: dict) -> list[float]:
     return params["evaluation"].get("scales") or [1.0]
 
 
-def _own_metrics(model, prepared: PreparedDataset, spec, params: dict, device, scales=(1.0,)) -> dict:
-    """``model`` on both sides: revisited Oxford/Paris mAP / mP@k where the cache has a ``gnd``, else
-    :func:`retrieval_metrics` (query = gallery minus self where the dataset has one test set)."""
+def _own_metrics(model, prepared: PreparedDataset, spec, params: dict, device, scales=(1.0,),
+                 video_similarity: str | None = None) -> dict:
+    """``model`` on both sides: revisited Oxford/Paris mAP / mP@k where the cache has a ``gnd``, video mAP on a
+    video dataset (:func:`video_metrics`), else :func:`retrieval_metrics` (query = gallery minus self where the
+    dataset has one test set)."""
+    if prepared.video_groundtruth is not None:
+        return video_metrics(model, prepared, spec, params, device, scales, video_similarity)
     rows = eval_rows(prepared)
     batch, ks = params["evaluation"]["batch_size"], params["evaluation"]["ks"]
     q = embed(model, prepared.images, rows["query"], spec, batch_size=batch, device=device, scales=scales)
@@ -205,7 +210,8 @@ def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool 
     save_checkpoint(paths.teacher(ds, name), {"model": model.state_dict(), "architecture": group,
                                               "num_classes": num_classes, "history": history, "seed": seed})
     _write_train_log(paths.train_log(_teacher_tag(ds, name)), history or [{"epoch": 0, "loss": float("nan")}])
-    metrics = _own_metrics(model, prepared, view_spec(group, cfg, train=False), params, device)
+    metrics = _own_metrics(model, prepared, view_spec(group, cfg, train=False), params, device,
+                           video_similarity=cfg.get("video_similarity"))
     metrics.update(train_seconds=round(seconds, 2), epochs=0 if group.get("checkpoint") else group["epochs"], **scale)
     write_json(paths.metrics(_teacher_tag(ds, name)), metrics)
     if run_id is not None:
@@ -225,7 +231,8 @@ def load_teacher(params: dict, ds: str, paths: Paths = Paths(), name: str = "tea
 
 def gallery(params: dict, ds: str, paths: Paths = Paths(), name: str = "teacher") -> dict:
     """Stage gallery@<ds> (extra_gallery@<ds>-<name>): embeddings of teacher ``name`` for the train images
-    (single scale: the whitening fit) and for the gallery images."""
+    (single scale: the whitening fit; SVD (``augment: ssl_pair``): :func:`ssl_fit_embeddings`) and for the
+    gallery images."""
     device = _runtime(params)
     cfg = params["data"][ds]
     prepared = PreparedDataset(paths.prepared(ds))
@@ -234,10 +241,15 @@ def gallery(params: dict, ds: str, paths: Paths = Paths(), name: str = "teacher"
     batch = params["evaluation"]["batch_size"]
     with atomic_dir(paths.gallery(ds, name)) as tmp:
         train_rows = prepared.rows("train")
-        np.save(tmp / "train.npy", embed(teacher, prepared.images, train_rows, spec, batch_size=batch, device=device))
+        if cfg.get("augment") == "ssl_pair":  # SVD: whiten_mtd's PCA-fit frames and views
+            train = ssl_fit_embeddings(teacher, prepared, view_spec(teacher_group(params, name), cfg, train=True),
+                                       batch_size=batch, device=device)
+        else:
+            train = embed(teacher, prepared.images, train_rows, spec, batch_size=batch, device=device)
+        np.save(tmp / "train.npy", train)
         np.save(tmp / "gallery.npy", embed(teacher, prepared.images, eval_rows(prepared)["gallery"], spec,
                                            batch_size=batch, device=device))
-        meta = {"teacher_sha256": file_sha256(paths.teacher(ds, name)), "n_train": int(len(train_rows))}
+        meta = {"teacher_sha256": file_sha256(paths.teacher(ds, name)), "n_train": int(len(train))}
         write_json(tmp / "meta.json", meta)
     return meta
 
@@ -330,7 +342,8 @@ def evaluate(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths
     teacher space) and ``sym_*`` (student vs student; with query = gallery also the DML metrics
     ``sym_map_c_s2sd`` and, if ``evaluation.nmi``, ``sym_nmi``), plus ``extra``. On a revisited Oxford/Paris
     cache: the student on both sides (whiten_mtd's protocol), ``map_easy/medium/hard`` and
-    ``mp_at_{k}_{setting}``. Test embeddings use ``evaluation.scales`` (see ``experiment.multiscale``).
+    ``mp_at_{k}_{setting}``; on a video dataset (SVD) likewise :func:`video_metrics` (``map_top100``,
+    ``map_topinf``). Test embeddings use ``evaluation.scales`` (see ``experiment.multiscale``).
     Classification datasets: ``top1``/``top5`` of the student's logits on the test split."""
     if task_of(params, ds) == "classification":
         return _evaluate_cls(params, ds, cell, paths, extra)
@@ -340,9 +353,12 @@ def evaluate(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths
     state = torch.load(paths.student(cell), map_location="cpu", weights_only=False)
     student = build_network(group, state["num_classes"], cfg["channels"])
     load_model_weights(student, paths.student(cell), what="student")
+    spec = view_spec(group, cfg, train=False)
+    if prepared.video_groundtruth is not None:  # SVD: the student on both sides, whiten_mtd's video protocol
+        return {**video_metrics(student, prepared, spec, params, device, _scales(params), cfg.get("video_similarity")),
+                **(extra or {})}
     rows = eval_rows(prepared)
     same = rows["query"] is rows["gallery"]
-    spec = view_spec(group, cfg, train=False)
     batch, ks, scales = params["evaluation"]["batch_size"], params["evaluation"]["ks"], _scales(params)
     q = embed(student, prepared.images, rows["query"], spec, batch_size=batch, device=device, scales=scales)
     g_student = q if same else embed(student, prepared.images, rows["gallery"], spec, batch_size=batch,
@@ -376,6 +392,8 @@ def summary(metrics: dict) -> str:
     """One line of the headline numbers of ``evaluate``'s metrics (either task; revisited Oxford/Paris)."""
     if "top1" in metrics:
         return f"top-1 {metrics['top1']:.2f}, top-5 {metrics.get('top5', float('nan')):.2f}"
+    if "map_topinf" in metrics:
+        return f"video mAP top-100 {metrics['map_top100']:.2f}, top-inf {metrics['map_topinf']:.2f}"
     if "map_medium" in metrics:
         return ", ".join(f"mAP {s} {metrics[f'map_{s}']:.2f}" for s in ("easy", "medium", "hard"))
     return f"asymmetric mAP {metrics['asym_map']:.2f}, symmetric mAP {metrics['sym_map']:.2f}"

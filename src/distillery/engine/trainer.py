@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from distillery.data.samplers import class_balanced_batches, identity_batches, shuffled_batches
+from distillery.data.samplers import class_balanced_batches, identity_batches, one_per_group, shuffled_batches
 from distillery.data.transforms import ViewSpec, train_views
 from distillery.engine import accel, distributed
 from distillery.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -56,16 +56,27 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainData:
-    """Training images (uint8 N x H x W x C, usually a memmap), the rows to train on and their labels."""
+    """Training images (uint8 N x H x W x C, usually a memmap), the rows to train on and their labels.
+
+    ``groups`` (video datasets): the video (0..G-1, frames consecutive) of each row; a KD epoch then sees one
+    random frame per video (:meth:`kd_pool`), as whiten_mtd's SVD sampler. Task batches use every row."""
 
     images: np.ndarray
     rows: np.ndarray
     labels: np.ndarray  # contiguous 0..C-1, aligned with rows
+    groups: np.ndarray | None = None
 
     @classmethod
-    def from_split(cls, images, rows, raw_labels):
+    def from_split(cls, images, rows, raw_labels, groups=None):
         _, labels = np.unique(raw_labels, return_inverse=True)
-        return cls(images, np.asarray(rows), labels.astype(np.int64))
+        return cls(images, np.asarray(rows), labels.astype(np.int64), groups)
+
+    def kd_pool(self, seed: int, epoch: int) -> np.ndarray:
+        """Positions (into ``rows``) that the KD batches of ``epoch`` draw from: all of them, or with ``groups``
+        one random frame per video."""
+        if self.groups is None:
+            return np.arange(len(self.rows))
+        return one_per_group(self.groups, seed=seed, epoch=epoch)
 
     @property
     def num_classes(self) -> int:
@@ -180,20 +191,20 @@ class _LossSums:
         return {k: v / max(self.count, 1) for k, v in distributed.mean_over_ranks(self.sums).items()}
 
 
-def _multi_teacher_terms(net, teacher_nets, views_t, distiller, views, kd_images, kd_rows, epoch, amp, device,
-                         target):
+def _multi_teacher_terms(net, teacher_nets, view_s, views_t, distiller, views, kd_images, kd_rows, epoch, amp,
+                         device, target):
     """The multi-teacher method's terms on one KD batch: the student and every teacher in the same view(s);
     the ``embedding`` fields of the global batch (gathered, with gradient for the student's local slice)."""
     streams = (STREAM_VIEW_1, STREAM_VIEW_2) if distiller.two_views else (STREAM_KD_STUDENT,)
     fields = distiller.teacher_outputs
     outs_s, outs_t = [], [[] for _ in teacher_nets]
-    for stream in streams:
-        xs = views(kd_images, kd_rows, None, stream, epoch)
+    for i, stream in enumerate(streams):  # view i: ViewSpec.pair()[i] (whiten_mtd's asymmetric SVD pair)
+        xs = views(kd_images, kd_rows, view_s.pair()[i], stream, epoch)
         with accel.autocast(amp, device):
             out_s = net(xs)
         outs_s.append(distributed.gather_outputs(accel.float_outputs(out_s, amp), fields, with_grad=True))
         for k, (teacher_net, spec) in enumerate(zip(teacher_nets, views_t)):
-            xt = xs if distiller.shared_view else views(kd_images, kd_rows, spec, stream, epoch)
+            xt = xs if distiller.shared_view else views(kd_images, kd_rows, spec.pair()[i], stream, epoch)
             out_t = accel.teacher_forward(teacher_net, xt, fields, amp)
             outs_t[k].append(distributed.gather_outputs(out_t, fields, with_grad=False))
     pack = tuple if distiller.two_views else (lambda outs: outs[0])
@@ -296,11 +307,14 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
         task.on_epoch_start(epoch, step=done, seed=seed)
         if distiller is not None:
             distiller.on_epoch_start(epoch, step=done, seed=seed)
-        kd_batches = distributed.shard(shuffled_batches(len(data.rows), recipe.kd_batch_size, seed=seed,
-                                                        epoch=epoch)) if uses_teacher else None
+        kd_pool = data.kd_pool(seed, epoch) if uses_teacher else None
+        kd_batches = distributed.shard([kd_pool[b] for b in shuffled_batches(
+            len(kd_pool), recipe.kd_batch_size, seed=seed, epoch=epoch)]) if uses_teacher else None
         n_steps = min((len(b) for b in (id_batches, kd_batches) if b is not None), default=0)
         if n_steps == 0:
-            raise ValueError(f"an epoch has no full batch per rank: {len(data.rows)} training images are fewer than "
+            what = "training images" if data.groups is None else "training videos (one frame each per KD epoch)"
+            raise ValueError(f"an epoch has no full batch per rank: {len(kd_pool if uses_teacher else data.rows)} "
+                             f"{what} are fewer than "
                              f"{distributed.world_size()} rank(s) x a batch; lower ids_per_batch/samples_per_id or "
                              f"kd_batch_size")
         net.train()
@@ -328,8 +342,8 @@ def train(model: nn.Module, data: TrainData, recipe: Recipe, view_s: ViewSpec, *
                 kd_rows = data.rows[kd_pos]
                 kd_images = to_device(torch.as_tensor(np.ascontiguousarray(data.images[kd_rows])), device)
                 kd_target = distributed.all_gather(to_device(torch.as_tensor(data.labels[kd_pos]), device))
-                terms.update(_multi_teacher_terms(net, teacher_nets, views_t, distiller, views, kd_images, kd_rows,
-                                                  epoch, amp, device, kd_target))
+                terms.update(_multi_teacher_terms(net, teacher_nets, view_s, views_t, distiller, views, kd_images,
+                                                  kd_rows, epoch, amp, device, kd_target))
             elif uses_teacher:
                 kd_pos = kd_batches[step]
                 kd_rows = data.rows[kd_pos]

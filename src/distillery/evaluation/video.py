@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distillery.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_float
+from distillery.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop_view, to_float
 
 SIMILARITIES = ("chamfer", "mean", "max")
 BLOCK_ELEMENTS = 1 << 23
@@ -179,20 +179,8 @@ def svd_test_view(images_uint8, *, resize: int = 256, crop: int = 224,
     Quirk (spec section 7): the official test transform has **no** ImageNet Normalize although training
     normalises; ``imagenet_normalize=True`` adds it (the consistent choice), the default reproduces the paper.
     """
-    if resize < crop:
-        raise ValueError(f"resize {resize} is smaller than crop {crop}")
-    x = to_float(images_uint8)
-    h, w = x.shape[-2:]
-    size_long = int(resize * max(h, w) / min(h, w))
-    size = (resize, size_long) if h <= w else (size_long, resize)
-    if (h, w) != size:
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    top, left = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
-    x = x[:, :, top:top + crop, left:left + crop]
-    if imagenet_normalize:
-        mean, std = torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1), torch.tensor(IMAGENET_STD).view(1, -1, 1, 1)
-        x = (x - mean) / std
-    return x.contiguous()
+    return center_crop_view(to_float(images_uint8), resize=resize, crop=crop,
+                            mean=IMAGENET_MEAN if imagenet_normalize else None, std=IMAGENET_STD)
 
 
 def _labeled_pairs(query_ids, gallery_ids, distractors: np.ndarray, groundtruth) -> tuple[np.ndarray, ...]:
