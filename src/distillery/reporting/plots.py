@@ -12,12 +12,18 @@ import pandas as pd  # noqa: E402
 
 
 def bar_chart(results: pd.DataFrame, dataset: str, path) -> None:
-    """Asymmetric and symmetric mAP of every method (and the teacher) on ``dataset``."""
+    """Asymmetric and symmetric mAP of every method (and the teacher) on ``dataset`` (a video dataset: video
+    mAP within the top 100 and over the whole list)."""
+    from distillery.reporting.tables import VIDEO_COLUMNS, columns_for
+
     rows = results[results["dataset"] == dataset]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 4))
     x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], rows["asym_map"].astype(float), width=0.4, label="asymmetric mAP (student query, teacher gallery)")
-    ax.bar([i + 0.2 for i in x], rows["sym_map"].astype(float), width=0.4, label="symmetric mAP (student/student)")
+    bars = [("map_top100", "video mAP, top 100"), ("map_topinf", "video mAP, whole list")] \
+        if columns_for(results, dataset) == VIDEO_COLUMNS else \
+        [("asym_map", "asymmetric mAP (student query, teacher gallery)"), ("sym_map", "symmetric mAP (student/student)")]
+    for offset, (key, label) in zip((-0.2, 0.2), bars):
+        ax.bar([i + offset for i in x], rows[key].astype(float), width=0.4, label=label)
     ax.set_xticks(list(x), rows["method"], rotation=30, ha="right")
     ax.set_ylabel("mAP (%)")
     ax.set_ylim(0, 100)

@@ -9,6 +9,14 @@ import pandas as pd
 
 COLUMNS = [("asym_map", "asym mAP"), ("asym_recall_at_1", "asym R@1"), ("sym_map", "sym mAP"),
            ("sym_recall_at_1", "sym R@1")]
+VIDEO_COLUMNS = [("map_top100", "mAP@100"), ("map_topinf", "mAP")]  # video datasets (SVD): whiten_mtd's protocol
+
+
+def columns_for(results: pd.DataFrame, dataset: str) -> list[tuple[str, str]]:
+    """The metric columns of ``dataset``: the video ones where its cells hold ``map_topinf``, else COLUMNS."""
+    rows = results[results["dataset"] == dataset]
+    video = "map_topinf" in rows and rows["map_topinf"].notna().any()
+    return VIDEO_COLUMNS if video else COLUMNS
 
 
 def collect_results(metrics_dir, datasets: list[str], methods: list[str], teachers: list[str] = (),
@@ -31,14 +39,15 @@ def collect_results(metrics_dir, datasets: list[str], methods: list[str], teache
             t = json.loads(teacher_file.read_text())
             rows.append({"dataset": ds, "method": "teacher" if name == "teacher" else f"teacher:{name}",
                          "asym_map": t.get("map"), "asym_recall_at_1": t.get("recall_at_1"), "sym_map": t.get("map"),
-                         "sym_recall_at_1": t.get("recall_at_1"), "train_seconds": t.get("train_seconds")})
+                         "sym_recall_at_1": t.get("recall_at_1"), "train_seconds": t.get("train_seconds"),
+                         **{k: t.get(k) for k, _ in VIDEO_COLUMNS}})
         for method in [*methods, *multi_teacher_methods]:
             cell = metrics_dir / "bench" / f"{ds}-{method}.json"
             if not cell.is_file():
                 stage = "bench" if method in methods else "bench_mt"
                 raise FileNotFoundError(f"{cell} is missing; run `dvc repro {stage}@{ds}-{method}`")
             m = json.loads(cell.read_text())
-            rows.append({"dataset": ds, "method": method, **{k: m.get(k) for k, _ in COLUMNS},
+            rows.append({"dataset": ds, "method": method, **{k: m.get(k) for k, _ in COLUMNS + VIDEO_COLUMNS},
                          "train_seconds": m.get("train_seconds"), "teacher_sha256": m.get("teacher_sha256"),
                          "seed": m.get("seed")})
     return pd.DataFrame(rows)
@@ -63,13 +72,15 @@ def _fmt(value) -> str:
 
 
 def markdown_table(results: pd.DataFrame) -> str:
-    """Rows = methods, column groups = datasets (asym/sym mAP and R@1, paper mAP/R@1 where published)."""
+    """Rows = methods, column groups = datasets (asym/sym mAP and R@1, or video mAP@100 / mAP on a video dataset;
+    paper mAP/R@1 where published)."""
     datasets = list(dict.fromkeys(results["dataset"]))
     methods = list(dict.fromkeys(results["method"]))
     has_paper = results[["paper_map"]].notna().any().iloc[0] if "paper_map" in results else False
     header = ["method"]
+    columns = {ds: columns_for(results, ds) for ds in datasets}
     for ds in datasets:
-        header += [f"{ds} {label}" for _, label in COLUMNS]
+        header += [f"{ds} {label}" for _, label in columns[ds]]
         if has_paper:
             header += [f"{ds} paper mAP", f"{ds} paper R@1"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -79,7 +90,7 @@ def markdown_table(results: pd.DataFrame) -> str:
         for ds in datasets:
             row = results[(results["dataset"] == ds) & (results["method"] == method)]
             rec = row.iloc[0].to_dict() if len(row) else {}
-            cells += [_fmt(rec.get(key)) for key, _ in COLUMNS]
+            cells += [_fmt(rec.get(key)) for key, _ in columns[ds]]
             if has_paper:
                 cells += [_fmt(rec.get("paper_map")), _fmt(rec.get("paper_r1"))]
         lines.append("| " + " | ".join(cells) + " |")
