@@ -56,6 +56,8 @@ def test_topk_larger_than_batch(params):
     from distillery.config import ConfigError, validate
 
     params["methods"]["rop"]["topk"] = 500
+    validate(params)  # rop is not run by this configuration: no error
+    params["benchmark"]["methods"].append("rop")
     with pytest.raises(ConfigError, match="methods.rop.topk = 500 exceeds training.kd_batch_size"):
         validate(params)
 
