@@ -7,6 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from distillery.data import streams
+
 
 def identity_batches(labels: np.ndarray, p: int, k: int, *, seed: int, epoch: int) -> list[np.ndarray]:
     """P x K batches of positions into ``labels`` for one epoch.
@@ -73,7 +75,7 @@ def class_balanced_batches(labels: np.ndarray, batch_size: int, samples_per_clas
     return [batch.reshape(-1) for batch in positions]
 
 
-STREAM_FRAME = 5  # uniforms stream of the per-epoch frame choice (data/transforms.py uses 0-4 for views)
+STREAM_FRAME = streams.FRAME
 
 
 def one_per_group(groups: np.ndarray, *, seed: int, epoch: int) -> np.ndarray:

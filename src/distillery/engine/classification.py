@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from distillery.data import streams
 from distillery.data.samplers import shuffled_batches
 from distillery.data.transforms import ViewSpec, eval_view, train_views
 from distillery.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -32,7 +33,7 @@ from distillery.evaluation import classification_metrics
 from distillery.losses.base import Distiller
 from distillery.models.shapes import probe_shapes
 
-STREAM_CLS = 3  # the one view of a classification step (student and teacher share its random draws)
+STREAM_CLS = streams.CLS  # the one view of a classification step (student and teacher share its random draws)
 
 
 @dataclass

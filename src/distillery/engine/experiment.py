@@ -122,8 +122,11 @@ def embed(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, spec: Vi
     """``field`` of ``model`` for ``images[rows]`` at the test view, as an N x D float32 array (eval mode);
     with several ``scales`` the :func:`multiscale` descriptor."""
     model.eval().to(device)
-    chunks = []
+    out = None  # filled in place: peak memory is the result plus one batch (a video gallery is millions of frames)
     for start in range(0, len(rows), batch_size):
         x = eval_view(images[rows[start:start + batch_size]], spec, device=device)
-        chunks.append(multiscale(model, x, scales, field).float().cpu())
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
+        feats = multiscale(model, x, scales, field).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(rows), feats.shape[1]), np.float32)
+        out[start:start + len(feats)] = feats
+    return out if out is not None else np.zeros((0, 0), np.float32)

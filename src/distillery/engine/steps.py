@@ -7,15 +7,14 @@ under ``artifacts/<ds>/teachers/<name>/``. A retrieval teacher group with ``chec
 trained: ``checkpoint: pretrained`` keeps the architecture's own pretrained (torchvision) weights,
 ``checkpoint: <path>`` loads an external state dict into ``model``; either way the stage writes the same
 teacher.pt, metrics and downstream gallery/whitening as a trained teacher.
+
+The classification task's stages are in ``steps_cls``, helpers shared by both in ``stage_common``, the video
+(SVD) parts in ``video``.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,40 +23,20 @@ from distillery.config import method_class, method_options, student_group, task_
 from distillery.data.cache import PreparedDataset, prepare_dataset
 from distillery.engine import distributed
 from distillery.engine.checkpoint import file_sha256, load_model_weights, save_checkpoint
-from distillery.engine.classification import ClassificationRecipe, evaluate_classifier, train_classifier
 from distillery.engine.experiment import Paths, build_network, embed, eval_rows, train_data, view_spec
+from distillery.engine.stage_common import (fingerprint, import_teacher, load_teacher, network_groups, stage_runtime,
+                                            write_train_log)
+from distillery.engine.steps_cls import distill_cls, evaluate_cls, train_teacher_cls
 from distillery.engine.teacher_cache import TeacherCache, build_teacher_cache
-from distillery.engine.video import ssl_fit_embeddings, video_metrics
-from distillery.engine.runtime import setup_runtime
 from distillery.engine.trainer import Recipe, train
+from distillery.engine.video import ssl_fit_embeddings, video_metrics
 from distillery.evaluation import retrieval_metrics, revisited_map
 from distillery.evaluation.dml import dml_metrics
 from distillery.losses import build_method
-from distillery.utils.io import atomic_dir, atomic_path, write_json
-
-
-def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _write_train_log(path, history: list[dict]) -> None:
-    keys = sorted({k for record in history for k in record}, key=lambda k: (k != "epoch", k))
-    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
+from distillery.utils.io import atomic_dir, write_json
 
 
 SPEED_KEYS = ("amp", "channels_last", "compile")  # training.* switches that apply to the teacher's training too
-
-
-def _runtime(params: dict, distributed_training: bool = False, seed: int | None = None) -> torch.device:
-    """Seed (``seed``, default the global one), threads and device; a training stage under torchrun also joins
-    the process group (its device is then this rank's GPU)."""
-    t = params["training"]
-    device = setup_runtime(params["seed"] if seed is None else seed, params.get("deterministic", True),
-                           t["threads"], t["device"])
-    return distributed.init_from_env(device) if distributed_training else device
 
 
 def _teacher_seed(params: dict, group: dict) -> int:
@@ -105,49 +84,6 @@ def revisited_metrics(q: np.ndarray, g: np.ndarray, gnd: list[dict], ks) -> dict
     return revisited_map(qn @ gn.T, gnd, ks=tuple(ks))
 
 
-def _state_dict_of(path) -> dict:
-    """A state dict from an external file: a bare state dict, or one under ``model`` / ``state_dict``;
-    DataParallel / DDP ``module.`` prefixes are stripped."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict (a dict of tensors, or one under 'model' / 'state_dict')")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def import_teacher(group: dict, num_classes: int, channels: int) -> tuple[torch.nn.Module, int]:
-    """The network of a teacher group with ``checkpoint`` set, and its number of classes.
-
-    ``checkpoint: pretrained``: ``build_network`` with ``pretrained: true`` (e.g. a torchvision ImageNet model;
-    its descriptor is the ``embedding`` field). ``checkpoint: <path>``: the file's state dict loaded strictly
-    into ``model``; when only the classifier's class count differs from the training set's (same first
-    dimension in every mismatching tensor) the network is rebuilt with the checkpoint's count.
-    """
-    source = group["checkpoint"]
-    if source == "pretrained":
-        if not group["pretrained"]:
-            raise ValueError("checkpoint: pretrained keeps the architecture's pretrained weights; set pretrained: true")
-        return build_network(group, num_classes, channels), num_classes
-    if not Path(source).is_file():
-        raise FileNotFoundError(f"teacher checkpoint {source} not found (teacher group key `checkpoint`)")
-    weights = _state_dict_of(source)
-    model = build_network({**group, "pretrained": False}, num_classes, channels)
-    own = model.state_dict()
-    sizes = {weights[k].shape[0] for k in own if k in weights and weights[k].shape != own[k].shape
-             and weights[k].dim() and weights[k].shape[1:] == own[k].shape[1:]}
-    if len(sizes) == 1:
-        num_classes = sizes.pop()
-        model = build_network({**group, "pretrained": False}, num_classes, channels)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"teacher checkpoint {source} does not fit model {group['model']!r}: "
-                         f"{str(err).splitlines()[-1].strip()[:200]}") from None
-    return model, num_classes
-
-
 def _scale(recipe: Recipe, uses_kd_batch: bool) -> dict:
     """World size and the global batch sizes of a (possibly distributed) run, for the metrics."""
     world = distributed.world_size()
@@ -168,14 +104,6 @@ def prepare(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True
     return meta
 
 
-def network_groups(params: dict, ds: str) -> tuple[dict, dict, dict]:
-    """(teacher, student, student recipe) params groups of the dataset's task: ``teacher``/``student``/``training``
-    for retrieval, ``teacher_cls``/``student_cls``/``training_cls`` for classification."""
-    if task_of(params, ds) == "classification":
-        return params["teacher_cls"], params["student_cls"], params["training_cls"]
-    return params["teacher"], params["student"], params["training"]
-
-
 def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True,
                   name: str = "teacher") -> dict:
     """Stage teacher@<ds> (extra_teacher@<ds>-<name>): train teacher ``name`` (CE + triplet) with its own seed
@@ -186,10 +114,10 @@ def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool 
     if task_of(params, ds) == "classification":
         if name != "teacher":
             raise ValueError("extra teachers are a retrieval feature; the classification task has one teacher")
-        return _train_teacher_cls(params, ds, paths, progress)
+        return train_teacher_cls(params, ds, paths, progress)
     group = teacher_group(params, name)
     seed = _teacher_seed(params, group)
-    device = _runtime(params, distributed_training=True, seed=seed)
+    device = stage_runtime(params, distributed_training=True, seed=seed)
     cfg = params["data"][ds]
     prepared = PreparedDataset(paths.prepared(ds))
     data = train_data(prepared)
@@ -200,7 +128,7 @@ def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool 
     else:
         model = build_network(group, data.num_classes, cfg["channels"])
         view = view_spec(group, cfg, train=True)
-        run_id = f"{_teacher_tag(ds, name)}-{_fingerprint(seed, group, cfg, prepared.meta)}"
+        run_id = f"{_teacher_tag(ds, name)}-{fingerprint(seed, group, cfg, prepared.meta)}"
         recipe = Recipe.from_params({**group, **{k: params["training"][k] for k in SPEED_KEYS}})
         result = train(model, data, recipe, view, seed=seed, device=device,
                        checkpoint_path=paths.resume(run_id), progress=progress, desc=f"{name} {ds}")
@@ -209,7 +137,7 @@ def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool 
         return {}
     save_checkpoint(paths.teacher(ds, name), {"model": model.state_dict(), "architecture": group,
                                               "num_classes": num_classes, "history": history, "seed": seed})
-    _write_train_log(paths.train_log(_teacher_tag(ds, name)), history or [{"epoch": 0, "loss": float("nan")}])
+    write_train_log(paths.train_log(_teacher_tag(ds, name)), history or [{"epoch": 0, "loss": float("nan")}])
     metrics = _own_metrics(model, prepared, view_spec(group, cfg, train=False), params, device,
                            video_similarity=cfg.get("video_similarity"))
     metrics.update(train_seconds=round(seconds, 2), epochs=0 if group.get("checkpoint") else group["epochs"], **scale)
@@ -219,21 +147,11 @@ def train_teacher(params: dict, ds: str, paths: Paths = Paths(), progress: bool 
     return metrics
 
 
-def load_teacher(params: dict, ds: str, paths: Paths = Paths(), name: str = "teacher") -> torch.nn.Module:
-    """Teacher ``name`` of ``ds`` as configured in params (strict load; a clear error if it does not fit)."""
-    state = torch.load(paths.teacher(ds, name), map_location="cpu", weights_only=False)
-    group = network_groups(params, ds)[0] if name == "teacher" else teacher_group(params, name)
-    group = {**group, "pretrained": False}  # the weights come from the file
-    model = build_network(group, state["num_classes"], params["data"][ds]["channels"])
-    load_model_weights(model, paths.teacher(ds, name), what="teacher")
-    return model.eval()
-
-
 def gallery(params: dict, ds: str, paths: Paths = Paths(), name: str = "teacher") -> dict:
     """Stage gallery@<ds> (extra_gallery@<ds>-<name>): embeddings of teacher ``name`` for the train images
     (single scale: the whitening fit; SVD (``augment: ssl_pair``): :func:`ssl_fit_embeddings`) and for the
     gallery images."""
-    device = _runtime(params)
+    device = stage_runtime(params)
     cfg = params["data"][ds]
     prepared = PreparedDataset(paths.prepared(ds))
     teacher = load_teacher(params, ds, paths, name)
@@ -270,7 +188,7 @@ def whitening(params: dict, ds: str, paths: Paths = Paths(), name: str = "teache
 def teacher_views(params: dict, ds: str, paths: Paths = Paths(), progress: bool = True) -> dict:
     """Stage teacher_views@<ds>: the frozen teacher's outputs on ``teacher_cache.views`` recorded views of every
     training image (FKD-style cache; ``views: 0`` writes an empty cache and training runs the teacher)."""
-    device = _runtime(params)
+    device = stage_runtime(params)
     cfg, cache_cfg = params["data"][ds], params.get("teacher_cache") or {}
     views = cache_cfg.get("views", 0)
     if not views:
@@ -306,8 +224,8 @@ def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(
     """Train the student of ``method`` (a ``methods`` group) against its teacher(s) of ``ds``; writes
     ``paths.student(cell)`` (rank 0)."""
     if task_of(params, ds) == "classification":
-        return _distill_cls(params, ds, method, cell, paths, progress)
-    device = _runtime(params, distributed_training=True)
+        return distill_cls(params, ds, method, cell, paths, progress)
+    device = stage_runtime(params, distributed_training=True)
     cfg, group = params["data"][ds], student_group(params, method)
     prepared = PreparedDataset(paths.prepared(ds))
     data = train_data(prepared)
@@ -319,7 +237,7 @@ def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(
     views = (params.get("teacher_cache") or {}).get("views", 0)
     cache = TeacherCache(paths.teacher_views(ds), params["seed"], num_classes=data.num_classes) \
         if views and distiller.uses_teacher and not distiller.multi_teacher else None  # the main teacher's views
-    run_id = f"student-{cell}-{_fingerprint(params['seed'], group, params['training'], cfg, method, params['methods'][method], teachers, prepared.meta, views)}"
+    run_id = f"student-{cell}-{fingerprint(params['seed'], group, params['training'], cfg, method, params['methods'][method], teachers, prepared.meta, views)}"
     t0 = time.perf_counter()
     result = train(student, data, recipe, view_spec(group, cfg, train=True), seed=params["seed"],
                    distiller=distiller, device=device, checkpoint_path=paths.resume(run_id), progress=progress,
@@ -327,7 +245,7 @@ def distill(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths(
     if distributed.is_main():
         save_checkpoint(paths.student(cell), {"model": student.state_dict(), "architecture": group, "method": method,
                                               "num_classes": data.num_classes, "history": result.history})
-        _write_train_log(paths.train_log(cell), result.history)
+        write_train_log(paths.train_log(cell), result.history)
         paths.resume(run_id).unlink(missing_ok=True)
     info = {"train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
             **_scale(recipe, distiller.uses_teacher)}
@@ -346,8 +264,8 @@ def evaluate(params: dict, ds: str, method: str, cell: str, paths: Paths = Paths
     ``map_topinf``). Test embeddings use ``evaluation.scales`` (see ``experiment.multiscale``).
     Classification datasets: ``top1``/``top5`` of the student's logits on the test split."""
     if task_of(params, ds) == "classification":
-        return _evaluate_cls(params, ds, cell, paths, extra)
-    device = _runtime(params)
+        return evaluate_cls(params, ds, cell, paths, extra)
+    device = stage_runtime(params)
     cfg, group = params["data"][ds], student_group(params, method)
     prepared = PreparedDataset(paths.prepared(ds))
     state = torch.load(paths.student(cell), map_location="cpu", weights_only=False)
@@ -417,86 +335,3 @@ def provenance(params: dict, ds: str, method: str, paths: Paths = Paths()) -> di
     if distiller.multi_teacher:
         out["teachers"] = {n: {"model": teacher_group(params, n)["model"], "sha256": shas[n]} for n in names}
     return out
-
-
-# ------------------------------------------------------------------------------ classification task
-def _class_indices(prepared: PreparedDataset, rows: np.ndarray) -> np.ndarray:
-    """Labels of ``rows`` as the contiguous class indices the networks were trained with (those of the train
-    split, see ``TrainData.from_split``); a test class absent from training is an error."""
-    classes = np.unique(prepared.labels(prepared.rows("train")))
-    raw = prepared.labels(rows)
-    unknown = sorted(set(raw.tolist()) - set(classes.tolist()))
-    if unknown:
-        raise ValueError(f"test labels {unknown[:5]} do not occur in the train split; a classification dataset "
-                         f"needs the same classes in both (use protocol 'standard' / 'closed_set')")
-    return np.searchsorted(classes, raw)
-
-
-def _top_k(params: dict, model, prepared: PreparedDataset, group: dict, cfg: dict, device) -> dict:
-    rows = prepared.rows("test")
-    metrics = evaluate_classifier(model, prepared.images, rows, _class_indices(prepared, rows),
-                                  view_spec(group, cfg, train=False), batch_size=params["evaluation"]["batch_size"],
-                                  device=device)
-    return {k: round(v, 4) for k, v in metrics.items()}
-
-
-def _single_process(what: str) -> None:
-    if distributed.launched_ranks() > 1:
-        raise ValueError(f"{what}: the classification trainer runs in one process; launch it without torchrun")
-
-
-def _train_teacher_cls(params: dict, ds: str, paths: Paths, progress: bool) -> dict:
-    _single_process(f"teacher_cls@{ds}")
-    device = _runtime(params)
-    cfg, group = params["data"][ds], params["teacher_cls"]
-    prepared = PreparedDataset(paths.prepared(ds))
-    data = train_data(prepared)
-    model = build_network(group, data.num_classes, cfg["channels"])
-    run_id = f"teacher-{ds}-{_fingerprint(params['seed'], group, cfg, prepared.meta)}"
-    result = train_classifier(model, data, ClassificationRecipe.from_params(group), view_spec(group, cfg, train=True),
-                              seed=params["seed"], device=device, checkpoint_path=paths.resume(run_id),
-                              progress=progress, desc=f"teacher {ds}")
-    save_checkpoint(paths.teacher(ds), {"model": model.state_dict(), "architecture": group,
-                                        "num_classes": data.num_classes, "history": result.history})
-    _write_train_log(paths.train_log(f"teacher-{ds}"), result.history)
-    metrics = _top_k(params, model, prepared, group, cfg, device)
-    metrics.update(train_seconds=round(result.seconds, 2), epochs=group["epochs"])
-    write_json(paths.metrics(f"teacher-{ds}"), metrics)
-    paths.resume(run_id).unlink(missing_ok=True)
-    return metrics
-
-
-def _distill_cls(params: dict, ds: str, method: str, cell: str, paths: Paths, progress: bool) -> dict:
-    _single_process(f"{method} on {ds}")
-    device = _runtime(params)
-    cfg = params["data"][ds]
-    teacher_group, group, recipe_group = network_groups(params, ds)
-    prepared = PreparedDataset(paths.prepared(ds))
-    data = train_data(prepared)
-    student = build_network(group, data.num_classes, cfg["channels"])
-    options = method_options(params, method, "classification")
-    distiller = build_method(method_class(params, method), **options)
-    teacher = load_teacher(params, ds, paths) if distiller.uses_teacher else None
-    recipe = ClassificationRecipe.from_params(recipe_group)
-    run_id = f"student-{cell}-{_fingerprint(params['seed'], group, recipe_group, cfg, method, options, prepared.meta)}"
-    t0 = time.perf_counter()
-    result = train_classifier(student, data, recipe, view_spec(group, cfg, train=True), seed=params["seed"],
-                              distiller=distiller, teacher=teacher, view_t=view_spec(teacher_group, cfg, train=True),
-                              device=device, checkpoint_path=paths.resume(run_id), progress=progress,
-                              desc=f"{method} {ds}")
-    save_checkpoint(paths.student(cell), {"model": student.state_dict(), "architecture": group, "method": method,
-                                          "num_classes": data.num_classes, "history": result.history})
-    _write_train_log(paths.train_log(cell), result.history)
-    paths.resume(run_id).unlink(missing_ok=True)
-    return {"train_seconds": round(result.seconds, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
-            "world_size": 1, "effective_batch_size": recipe.batch_size}
-
-
-def _evaluate_cls(params: dict, ds: str, cell: str, paths: Paths, extra: dict | None) -> dict:
-    device = _runtime(params)
-    cfg, group = params["data"][ds], params["student_cls"]
-    prepared = PreparedDataset(paths.prepared(ds))
-    state = torch.load(paths.student(cell), map_location="cpu", weights_only=False)
-    student = build_network(group, state["num_classes"], cfg["channels"])
-    load_model_weights(student, paths.student(cell), what="student")
-    return {**_top_k(params, student, prepared, group, cfg, device), **(extra or {})}

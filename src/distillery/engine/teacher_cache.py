@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distillery.data import streams
 from distillery.data.transforms import ViewSpec, train_views
 from distillery.models.output import ModelOutput
 from distillery.utils.io import atomic_dir, read_json, write_json
 
 CACHEABLE = ("embedding", "pooled", "logits")
-STREAM_KD_TEACHER = 2  # must equal engine.trainer.STREAM_KD_TEACHER
+STREAM_KD_TEACHER = streams.KD_TEACHER  # the trainer's KD teacher views, replayed
 
 
 class CacheRefused(ValueError):

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from distillery.data import streams
 from distillery.data.samplers import class_balanced_batches, identity_batches, one_per_group, shuffled_batches
 from distillery.data.transforms import ViewSpec, train_views
 from distillery.engine import accel, distributed
@@ -46,8 +47,8 @@ from distillery.losses.task import build_task_loss
 from distillery.models.shapes import probe_shapes
 from distillery.utils.device import to_device
 
-STREAM_IDENTITY, STREAM_KD_STUDENT, STREAM_KD_TEACHER = 0, 1, 2
-STREAM_VIEW_1, STREAM_VIEW_2 = 3, 4  # the two views of a multi-teacher KD batch (student and teachers alike)
+STREAM_IDENTITY, STREAM_KD_STUDENT, STREAM_KD_TEACHER = streams.IDENTITY, streams.KD_STUDENT, streams.KD_TEACHER
+STREAM_VIEW_1, STREAM_VIEW_2 = streams.VIEW_1, streams.VIEW_2
 
 
 class TrainingDiverged(RuntimeError):

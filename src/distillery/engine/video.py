@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from distillery.data import streams
 from distillery.data.cache import PreparedDataset
 from distillery.data.transforms import ViewSpec, train_views
 from distillery.engine.experiment import embed, eval_rows
@@ -16,7 +17,7 @@ from distillery.evaluation.video import group_frames, video_retrieval_metrics
 
 PCA_FIT_FRAMES = 60  # svd_pca_learn.py: up to 60 random frames per training video
 PCA_FIT_SEED = 0  # svd_pca_learn.py: random.seed(0)
-STREAM_PCA_FIT = 6  # uniforms stream of the fit views (trainer streams 0-4, frame choice 5)
+STREAM_PCA_FIT = streams.PCA_FIT
 
 
 def fit_frames(video_of_row: np.ndarray, *, per_video: int = PCA_FIT_FRAMES, seed: int = PCA_FIT_SEED) -> np.ndarray:

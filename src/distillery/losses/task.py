@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from distillery.data import streams
 from distillery.losses.dml._sampling import epoch_generator_seed
 from distillery.losses.dml.criteria import EMBEDDING_CRITERIA, build_criterion
 from distillery.losses.functional import triplet_loss
@@ -21,7 +22,7 @@ from distillery.models.output import ModelOutput
 TASK_LOSSES = ("ce_triplet", *EMBEDDING_CRITERIA)
 """Valid values of ``training.task_loss``."""
 
-STREAM_TASK_MINING = 11
+STREAM_TASK_MINING = streams.TASK_MINING
 
 
 class TaskLoss(nn.Module):

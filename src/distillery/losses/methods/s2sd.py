@@ -15,12 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distillery.losses.base import Distiller
+from distillery.data import streams
 from distillery.losses.dml._sampling import epoch_generator_seed
 from distillery.losses.dml.criteria import build_criterion, check_criterion
 from distillery.losses.functional import similarity_kl_loss
 from distillery.losses.registry import register_method
 
-STREAM_S2SD_MINING = 12
+STREAM_S2SD_MINING = streams.S2SD_MINING
 
 
 def target_branch(in_dim: int, out_dim: int) -> nn.Sequential:
