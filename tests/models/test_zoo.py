@@ -442,3 +442,14 @@ def test_torchvision_state_dicts_load():
 def test_mobilenetv1_has_no_pretrained_weights():
     with pytest.raises(ValueError):
         build_model("mobilenetv1", pretrained=True)
+
+
+@pytest.mark.parametrize("name, depth", [("convnet_s", 1), ("convnet_m", 2)])
+def test_convnet_presets_take_widths_and_depth_from_model_options(name, depth):
+    """model_options widths / depth override the preset (a wider teacher: benchmarks/time_to_student.py)."""
+    net = build_model(name, in_channels=1, widths=(8, 12, 24), embedding_dim=16)
+    shapes = [f.shape[1] for f in net(torch.zeros(2, 1, 16, 16)).feats]
+    assert shapes == [8, 12, 24]
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    assert convs == 3 * depth and sum(isinstance(m, torch.nn.Conv2d)
+                                      for m in build_model(name, depth=3).modules()) == 9

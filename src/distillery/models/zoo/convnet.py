@@ -88,11 +88,13 @@ class ConvNet(nn.Module):
 
 @register_model("convnet_s")
 def convnet_s(**kwargs) -> ConvNet:
-    """Student: widths 16-32-64, one conv per stage (~28k parameters with the 64-d retrieval head)."""
-    return ConvNet(widths=(16, 32, 64), depth=1, **kwargs)
+    """Student: widths 16-32-64, one conv per stage (~28k parameters with the 64-d retrieval head); ``widths`` /
+    ``depth`` (model_options) override the preset."""
+    return ConvNet(**{"widths": (16, 32, 64), "depth": 1, **kwargs})
 
 
 @register_model("convnet_m")
 def convnet_m(**kwargs) -> ConvNet:
-    """Teacher: widths 16-32-64, two convs per stage (~77k parameters with the 64-d retrieval head)."""
-    return ConvNet(widths=(16, 32, 64), depth=2, **kwargs)
+    """Teacher: widths 16-32-64, two convs per stage (~77k parameters with the 64-d retrieval head); ``widths`` /
+    ``depth`` (model_options) override the preset."""
+    return ConvNet(**{"widths": (16, 32, 64), "depth": 2, **kwargs})
