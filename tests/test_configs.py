@@ -169,3 +169,19 @@ def test_dml_keys_are_optional():
     params["evaluation"].pop("nmi")
     params["methods"]["s2sd"]["target_dims"] = [128, 256]
     assert validate(params)["methods"]["s2sd"]["target_dims"] == [128, 256]
+
+
+def test_svd_preset_merges_into_valid_params():
+    """configs/svd.yaml: the Whiten-MTD video recipe (two imported SSL ResNet-50 frame teachers, whitened to 512-d,
+    a GeM p = 1 ResNet-18 student, Adam) over params.yaml is a valid configuration."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    preset = _load("svd")
+    assert set(preset) <= set(params)
+    merged = validate(_merge(params, preset))
+    assert merged["dataset"] == "svd" and merged["benchmark"]["multi_teacher_methods"] == ["whiten_mtd",
+                                                                                          "whiten_mtd_nowhiten"]
+    assert merged["teachers"]["barlowtwins"]["model"] == merged["teacher"]["model"] == "resnet50"
+    assert merged["teachers"]["barlowtwins"]["checkpoint"] != merged["teacher"]["checkpoint"]
+    assert merged["methods"]["whiten_mtd"]["student"]["model_options"]["gem_p"] == 1.0
+    assert merged["data"]["svd"]["augment"] == "ssl_pair" and merged["whitening"]["out_dim"] == 512
+    assert merged["training"]["optimizer"] == "adam" and merged["training"]["kd_batch_size"] == 64

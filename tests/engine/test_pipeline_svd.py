@@ -132,3 +132,49 @@ def test_similarity_option_and_frames_per_video(run):
     m = steps.evaluate(params, "svd", "whiten_mtd", "focus", run["paths"])
     assert m["map_topinf"] >= 0 and m.keys() >= {"map_top100", "map_topinf"}
     assert sum(SVD_FRAMES[v] for v in ("tq0", "tc0", "tc1", "tq1", "tc2")) == 12
+
+
+@pytest.mark.parametrize("layout", ["mocov3", "barlowtwins"])
+def test_self_supervised_resnet50_checkpoints_import_as_frame_teachers(tmp_path, layout):
+    """A MoCo v3 checkpoint (``state_dict`` of ``module.base_encoder.*`` with a projection MLP as ``fc``, plus a
+    momentum encoder and predictor) or a Barlow Twins backbone (torchvision keys, no ``fc``) loads into
+    ``resnet50``: the backbone exactly, the classifier keeps its init, the descriptor is the 2048-d pooled vector."""
+    from distillery.engine.stage_common import import_teacher
+    from distillery.models import build_model
+
+    torch.manual_seed(0)
+    source = build_model("resnet50", num_classes=10)
+    backbone = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    if layout == "mocov3":
+        state = {f"module.base_encoder.{k}": v for k, v in backbone.items()}
+        state.update({"module.base_encoder.fc.0.weight": torch.randn(4096, 2048),
+                      "module.momentum_encoder.conv1.weight": torch.randn(64, 3, 7, 7),
+                      "module.predictor.0.weight": torch.randn(4096, 256)})
+        state = {"epoch": 300, "state_dict": state}
+    else:
+        state = backbone
+    torch.save(state, tmp_path / "ssl.pth")
+    group = {"model": "resnet50", "pretrained": False, "embedding_dim": 64, "checkpoint": str(tmp_path / "ssl.pth")}
+    model, num_classes = import_teacher(group, 7, 3)
+    assert num_classes == 7 and model.fc.out_features == 7
+    for k, v in backbone.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    model.eval()
+    source.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).embedding, source(x).pooled)
+    assert model(x).embedding.shape == (1, 2048)
+
+
+def test_a_full_imagenet_checkpoint_keeps_its_classifier(tmp_path):
+    """With the whole classifier present (another class count), the import adopts it, as before."""
+    from distillery.engine.stage_common import import_teacher
+    from distillery.models import build_model
+
+    torch.manual_seed(1)
+    source = build_model("resnet18", num_classes=12)
+    torch.save(source.state_dict(), tmp_path / "tv.pth")
+    group = {"model": "resnet18", "pretrained": False, "embedding_dim": 64, "checkpoint": str(tmp_path / "tv.pth")}
+    model, num_classes = import_teacher(group, 7, 3)
+    assert num_classes == 12 and torch.equal(model.fc.weight, source.fc.weight)

@@ -41,16 +41,37 @@ def stage_runtime(params: dict, distributed_training: bool = False, seed: int | 
     return distributed.init_from_env(device) if distributed_training else device
 
 
+SSL_ENCODER_PREFIX = "base_encoder."  # MoCo (v1-v3) checkpoints: the backbone among momentum encoder / predictor
+
+
 def _state_dict_of(path) -> dict:
     """A state dict from an external file: a bare state dict, or one under ``model`` / ``state_dict``;
-    DataParallel / DDP ``module.`` prefixes are stripped."""
+    DataParallel / DDP ``module.`` prefixes are stripped; a MoCo checkpoint keeps only its ``base_encoder.``
+    (prefix stripped; its momentum encoder and predictor are dropped)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds no state dict (a dict of tensors, or one under 'model' / 'state_dict')")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith(SSL_ENCODER_PREFIX) for k in state):
+        state = {k.removeprefix(SSL_ENCODER_PREFIX): v for k, v in state.items() if k.startswith(SSL_ENCODER_PREFIX)}
+    return state
+
+
+def _backbone_only(model: torch.nn.Module, weights: dict) -> dict:
+    """``weights`` of a self-supervised backbone (no classifier, or a projection head in its place) fitted to a
+    model whose classifier is not part of its descriptor (``model.classifier_prefix``, e.g. the ImageNet ResNets'
+    ``fc.``: embedding = pooled): the checkpoint's head keys are dropped and the model keeps its classifier init.
+    Other models: ``weights`` unchanged (a strict load then names what does not fit)."""
+    prefix = getattr(model, "classifier_prefix", None)
+    own = model.state_dict()
+    head_keys = {k for k in own if prefix and k.startswith(prefix)}
+    if prefix is None or head_keys == {k for k in weights if k.startswith(prefix)}:
+        return weights  # no head change, or a classifier with another class count (import_teacher adopts it)
+    return {**{k: v for k, v in own.items() if k.startswith(prefix)},
+            **{k: v for k, v in weights.items() if not k.startswith(prefix)}}
 
 
 def import_teacher(group: dict, num_classes: int, channels: int) -> tuple[torch.nn.Module, int]:
@@ -58,7 +79,8 @@ def import_teacher(group: dict, num_classes: int, channels: int) -> tuple[torch.
 
     ``checkpoint: pretrained``: ``build_network`` with ``pretrained: true`` (e.g. a torchvision ImageNet model;
     its descriptor is the ``embedding`` field). ``checkpoint: <path>``: the file's state dict loaded strictly
-    into ``model``; when only the classifier's class count differs from the training set's (same first
+    into ``model`` (self-supervised backbones, e.g. MoCo v3 / Barlow Twins ResNet-50s into ``resnet50``: see
+    :func:`_state_dict_of` and :func:`_backbone_only`); when only the classifier's class count differs from the training set's (same first
     dimension in every mismatching tensor) the network is rebuilt with the checkpoint's count.
     """
     source = group["checkpoint"]
@@ -70,6 +92,7 @@ def import_teacher(group: dict, num_classes: int, channels: int) -> tuple[torch.
         raise FileNotFoundError(f"teacher checkpoint {source} not found (teacher group key `checkpoint`)")
     weights = _state_dict_of(source)
     model = build_network({**group, "pretrained": False}, num_classes, channels)
+    weights = _backbone_only(model, weights)
     own = model.state_dict()
     sizes = {weights[k].shape[0] for k in own if k in weights and weights[k].shape != own[k].shape
              and weights[k].dim() and weights[k].shape[1:] == own[k].shape[1:]}

@@ -66,7 +66,11 @@ class ImageNetResNet(nn.Module):
     spp: patch logits from ReLU(f4) (the official SDD ImageNet models hard-code 1000 classes, here num_classes;
     their SPP raises for "[1]", accepted here).
     Init: conv N(0, sqrt(2/(k²·C_out))), BN 1/0, fc PyTorch default.
+    ``classifier_prefix``: ``fc`` is not part of the descriptor (embedding = pooled), so a self-supervised
+    backbone checkpoint without it can be imported as a retrieval teacher (engine/stage_common.import_teacher).
     """
+
+    classifier_prefix = "fc."
 
     def __init__(self, block: type, layers: tuple[int, ...], num_classes: int = 1000, spp=None):
         super().__init__()
