@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,13 @@ class PreparedDataset:
         labels = self.index["label"].to_numpy()
         return labels if rows is None else labels[rows]
 
-    @property
+    @cached_property
     def gnd(self) -> list[dict] | None:
         """The revisited ground truth (one dict per query row, indexes into the gallery rows), or None."""
         path = self.folder / "gnd.json"
         return read_json(path) if path.is_file() else None
 
-    @property
+    @cached_property
     def video_groundtruth(self) -> dict | None:
         """A video dataset's test ground truth ``{query id: {candidate id: 0/1}}`` (SVD), or None."""
         path = self.folder / "groundtruth.json"

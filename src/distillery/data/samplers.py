@@ -75,7 +75,12 @@ def class_balanced_batches(labels: np.ndarray, batch_size: int, samples_per_clas
     return [batch.reshape(-1) for batch in positions]
 
 
-STREAM_FRAME = streams.FRAME
+def group_runs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first position, length) of each run of equal consecutive values of ``groups`` (frames of a video)."""
+    groups = np.asarray(groups)
+    starts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]])) if groups.size else \
+        np.zeros(0, np.int64)
+    return starts, np.diff(np.concatenate([starts, [groups.size]])).astype(np.int64)
 
 
 def one_per_group(groups: np.ndarray, *, seed: int, epoch: int) -> np.ndarray:
@@ -84,7 +89,7 @@ def one_per_group(groups: np.ndarray, *, seed: int, epoch: int) -> np.ndarray:
 
     ``groups``: contiguous group ids 0..G-1 per position, each group's positions consecutive (frames of a
     video). Group g draws ``first[g] + floor(u * count[g])``, u a :func:`uniforms` value of (seed,
-    STREAM_FRAME, epoch, g): a pure function of (seed, epoch, video), like ``random.randint(0, n - 1)`` of the
+    streams.FRAME, epoch, g): a pure function of (seed, epoch, video), like ``random.randint(0, n - 1)`` of the
     official sampler (which seeds Python's RNG by rank).
     """
     from distillery.data.transforms import uniforms
@@ -92,9 +97,8 @@ def one_per_group(groups: np.ndarray, *, seed: int, epoch: int) -> np.ndarray:
     groups = np.asarray(groups, dtype=np.int64)
     if groups.size == 0:
         return groups
-    starts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
+    starts, counts = group_runs(groups)
     if not np.array_equal(groups[starts], np.arange(len(starts))):
         raise ValueError("groups must be 0..G-1 with each group's positions consecutive (frames of one video)")
-    counts = np.diff(np.concatenate([starts, [groups.size]]))
-    u = uniforms(seed, STREAM_FRAME, epoch, np.arange(len(starts)), 1)[:, 0]
+    u = uniforms(seed, streams.FRAME, epoch, np.arange(len(starts)), 1)[:, 0]
     return starts + np.floor(u * counts).astype(np.int64)

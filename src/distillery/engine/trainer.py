@@ -196,10 +196,10 @@ def _multi_teacher_terms(net, teacher_nets, view_s, views_t, distiller, views, k
                          device, target):
     """The multi-teacher method's terms on one KD batch: the student and every teacher in the same view(s);
     the ``embedding`` fields of the global batch (gathered, with gradient for the student's local slice)."""
-    streams = (STREAM_VIEW_1, STREAM_VIEW_2) if distiller.two_views else (STREAM_KD_STUDENT,)
+    view_streams = (STREAM_VIEW_1, STREAM_VIEW_2) if distiller.two_views else (STREAM_KD_STUDENT,)
     fields = distiller.teacher_outputs
     outs_s, outs_t = [], [[] for _ in teacher_nets]
-    for i, stream in enumerate(streams):  # view i: ViewSpec.pair()[i] (whiten_mtd's asymmetric SVD pair)
+    for i, stream in enumerate(view_streams):  # view i: ViewSpec.pair()[i] (whiten_mtd's asymmetric SVD pair)
         xs = views(kd_images, kd_rows, view_s.pair()[i], stream, epoch)
         with accel.autocast(amp, device):
             out_s = net(xs)

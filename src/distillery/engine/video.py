@@ -6,18 +6,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import torch
 
 from distillery.data import streams
 from distillery.data.cache import PreparedDataset
 from distillery.data.transforms import ViewSpec, train_views
-from distillery.engine.experiment import embed, eval_rows
+from distillery.data.samplers import group_runs
+from distillery.engine.experiment import embed, eval_rows, train_data
 from distillery.evaluation.video import group_frames, video_retrieval_metrics
 
 PCA_FIT_FRAMES = 60  # svd_pca_learn.py: up to 60 random frames per training video
 PCA_FIT_SEED = 0  # svd_pca_learn.py: random.seed(0)
-STREAM_PCA_FIT = streams.PCA_FIT
 
 
 def fit_frames(video_of_row: np.ndarray, *, per_video: int = PCA_FIT_FRAMES, seed: int = PCA_FIT_SEED) -> np.ndarray:
@@ -26,9 +25,8 @@ def fit_frames(video_of_row: np.ndarray, *, per_video: int = PCA_FIT_FRAMES, see
     if len(video_of_row) == 0:
         return np.zeros(0, np.int64)
     rng = np.random.default_rng(seed)
-    cuts = np.flatnonzero(video_of_row[1:] != video_of_row[:-1]) + 1
-    return np.concatenate([np.sort(rng.choice(idx, min(len(idx), per_video), replace=False))
-                           for idx in np.split(np.arange(len(video_of_row)), cuts)])
+    return np.concatenate([np.sort(rng.choice(np.arange(start, start + n), min(n, per_video), replace=False))
+                           for start, n in zip(*group_runs(video_of_row))])
 
 
 @torch.no_grad()
@@ -37,15 +35,14 @@ def ssl_fit_embeddings(teacher: torch.nn.Module, prepared: PreparedDataset, spec
     """The teacher descriptors whiten_mtd's SVD PCA is fitted on (svd_pca_learn.py): up to 60 random frames of
     every training video (fixed seed), each in one SSL view (``spec`` with blur p 0.5, solarize p 0.2: its
     transform), teacher in eval mode. Returns n_frames x D float32."""
-    rows = prepared.rows("train")
-    videos = pd.factorize(prepared.index["video_id"].to_numpy()[rows])[0]
-    picked = rows[fit_frames(videos)]
+    data = train_data(prepared)
+    picked = data.rows[fit_frames(data.groups)]
     spec = replace(spec, augment="ssl", blur_prob=0.5, solarize_prob=0.2)
     teacher.eval().to(device)
     chunks = []
     for start in range(0, len(picked), batch_size):
         batch = picked[start:start + batch_size]
-        x = train_views(prepared.images[batch], batch, spec, seed=PCA_FIT_SEED, stream=STREAM_PCA_FIT, view=0,
+        x = train_views(prepared.images[batch], batch, spec, seed=PCA_FIT_SEED, stream=streams.PCA_FIT, view=0,
                         device=device)
         chunks.append(teacher(x).embedding.float().cpu())
     return torch.cat(chunks).numpy()
